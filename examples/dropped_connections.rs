@@ -1,0 +1,2 @@
+//! Placeholder: the simulation lands with the stress test.
+fn main() {}

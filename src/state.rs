@@ -1,0 +1,452 @@
+//! The packed state word: the only place that knows its layout.
+//!
+//! ```text
+//!  63                              16 15          4     3          2        1         0
+//! +----------------------------------+-------------+----------+--------+-----------+-------+
+//! | n: newest accepted request (48)  | readers (12)| UNGUARDED| PARKED | ABANDONED | READY |
+//! +----------------------------------+-------------+----------+--------+-----------+-------+
+//! ```
+//!
+//! | state                  | bits                     | who owns the response slot            |
+//! |------------------------|--------------------------|---------------------------------------|
+//! | `Processing(n)`        | READY=0                  | the one processor of `n` (its guard)  |
+//! | `Ready(n)`             | READY=1                  | shared: readers counted in `readers`  |
+//! | `Ready(n)`, abandoned  | READY=1, ABANDONED=1     | nobody reads it (there is no response)|
+//!
+//! `PARKED`: some thread may be parked on the session's futex; the next transition clears
+//! it and wakes. `UNGUARDED`: `Processing(n)` was started by the seed-compatible
+//! `triage_request`, so the seed's `set_response` may claim it (it clears the bit).
+//! `readers`: threads inside the few-instruction window in which they clone the response
+//! out of the counted slot; they can enter only in `Ready(n)` (not abandoned).
+//!
+//! Transitions (every one a single compare-and-swap or read-modify-write; there are no
+//! plain stores, so every reader's release decrement stays in the release sequence):
+//!
+//! | from                   | verb        | to                            | by                          |
+//! |------------------------|-------------|-------------------------------|-----------------------------|
+//! | `Ready(n)`             | `start`     | `Processing(m)`, m > n        | the thread whose triage wins|
+//! | `Processing(m)`        | `complete`  | `Ready(m)`                    | the processor of `m`        |
+//! | `Processing(m)`        | `abandon`   | `Ready(m)`, abandoned         | the processor's guard drop  |
+//! | `Processing(m)`+UNGUARDED | `claim`  | `Processing(m)`               | the seed's `set_response`   |
+//! | `Ready(n)`             | `enter`     | `Ready(n)`, readers + 1       | a reader of `n`'s response  |
+//! | any                    | `leave`     | readers - 1                   | that reader                 |
+//! | unsettled for a waiter | `park`      | same, PARKED                  | a waiter about to sleep     |
+
+use crate::sync::{AtomicU64, Backoff};
+use std::fmt;
+use std::sync::atomic::Ordering;
+
+const READY: u64 = 1 << 0;
+const ABANDONED: u64 = 1 << 1;
+const PARKED: u64 = 1 << 2;
+const UNGUARDED: u64 = 1 << 3;
+const READER_SHIFT: u32 = 4;
+const READER_BITS: u32 = 12;
+const ONE_READER: u64 = 1 << READER_SHIFT;
+const MAX_READERS: u64 = (1 << READER_BITS) - 1;
+const READER_MASK: u64 = MAX_READERS << READER_SHIFT;
+const REQUEST_SHIFT: u32 = READER_SHIFT + READER_BITS;
+
+/// The largest request number the packed word can hold: 2^48 - 1.
+///
+/// At a million requests a second one session takes nearly nine years to reach it.
+pub const MAX_REQUEST: u64 = u64::MAX >> REQUEST_SHIFT;
+
+/// One decoded value of the state word.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Word(u64);
+
+impl Word {
+    /// `Ready(0)`: request 0 counts as done, so request 1 can start.
+    pub(crate) const INITIAL: Word = Word(READY);
+
+    #[inline]
+    pub(crate) const fn processing(request: u64) -> Word {
+        Word(request << REQUEST_SHIFT)
+    }
+
+    #[inline]
+    pub(crate) const fn request(self) -> u64 {
+        self.0 >> REQUEST_SHIFT
+    }
+
+    #[inline]
+    pub(crate) const fn is_ready(self) -> bool {
+        self.0 & READY != 0
+    }
+
+    #[inline]
+    pub(crate) const fn is_abandoned(self) -> bool {
+        self.0 & ABANDONED != 0
+    }
+
+    /// `Ready(n)` with a response in the slot.
+    #[inline]
+    pub(crate) const fn has_response(self) -> bool {
+        self.0 & (READY | ABANDONED) == READY
+    }
+
+    #[inline]
+    pub(crate) const fn is_parked(self) -> bool {
+        self.0 & PARKED != 0
+    }
+
+    #[inline]
+    pub(crate) const fn is_unguarded(self) -> bool {
+        self.0 & UNGUARDED != 0
+    }
+
+    #[inline]
+    pub(crate) const fn readers(self) -> u64 {
+        (self.0 & READER_MASK) >> READER_SHIFT
+    }
+
+    #[inline]
+    const fn ready(self) -> Word {
+        Word((self.0 | READY) & !(PARKED | UNGUARDED))
+    }
+
+    #[inline]
+    const fn abandoned(self) -> Word {
+        Word(self.ready().0 | ABANDONED)
+    }
+
+    /// The invariants every value of the word satisfies.
+    pub(crate) const fn is_valid(self) -> bool {
+        let abandoned_only_when_ready = !self.is_abandoned() || self.is_ready();
+        let unguarded_only_when_processing = !self.is_unguarded() || !self.is_ready();
+        let no_readers_once_unguarded = !self.is_unguarded() || self.readers() == 0;
+        abandoned_only_when_ready && unguarded_only_when_processing && no_readers_once_unguarded
+    }
+
+    #[cfg(test)]
+    pub(crate) const fn raw(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Debug for Word {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let phase = match (self.is_ready(), self.is_abandoned()) {
+            (false, _) => "Processing",
+            (true, false) => "Ready",
+            (true, true) => "Abandoned",
+        };
+        write!(f, "{phase}({})", self.request())?;
+        if self.readers() > 0 {
+            write!(f, " readers={}", self.readers())?;
+        }
+        if self.is_parked() {
+            f.write_str(" parked")?;
+        }
+        if self.is_unguarded() {
+            f.write_str(" unguarded")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a triage of request `m` decided, read from one value of the word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// `Ready(n)`, `m > n`: try to start `m`.
+    Start,
+    /// `m == n`: the outcome of `m` is there or coming.
+    Resend,
+    /// `m < n`.
+    Stale,
+    /// `Processing(n)`, `m > n`.
+    Busy,
+}
+
+#[inline]
+pub(crate) fn decide(seen: Word, m: u64) -> Decision {
+    let n = seen.request();
+    if m < n {
+        Decision::Stale
+    } else if m == n {
+        Decision::Resend
+    } else if seen.is_ready() {
+        Decision::Start
+    } else {
+        Decision::Busy
+    }
+}
+
+/// The atomic word and its transitions.
+pub(crate) struct StateWord(AtomicU64);
+
+impl StateWord {
+    pub(crate) fn new() -> Self {
+        StateWord(AtomicU64::new(Word::INITIAL.0))
+    }
+
+    /// A snapshot of the word.
+    #[inline]
+    pub(crate) fn load(&self) -> Word {
+        // ORDERING: acquire pairs with the release half of every transition below: whoever
+        // sees `Ready(m)` also sees the response that `complete` wrote before it.
+        Word(self.0.load(Ordering::Acquire))
+    }
+
+    /// `Ready(n) -> Processing(m)` if the word still holds `seen`. Readers still inside
+    /// their window stay counted: the caller must drain them before touching the slot.
+    #[inline]
+    pub(crate) fn start(&self, seen: Word, m: u64) -> Result<Word, Word> {
+        debug_assert!(seen.is_ready() && m > seen.request() && m <= MAX_REQUEST);
+        let next = Word(Word::processing(m).0 | (seen.0 & READER_MASK));
+        // ORDERING: acquire pairs with the release of the `complete` that made `Ready(n)`
+        // (the old response may be dropped by this thread) and of waiters' `park`; release
+        // pairs with the acquire of every later load that sees `Processing(m)`.
+        let result = self
+            .0
+            .compare_exchange(seen.0, next.0, Ordering::AcqRel, Ordering::Acquire);
+        debug_assert!(next.is_valid());
+        result.map(Word).map_err(Word)
+    }
+
+    /// Spins (with yields) until no reader is inside its window. Only the thread that
+    /// just made the word `Processing` calls this, and no reader can enter again
+    /// until it publishes, so the wait is bounded by the readers already inside.
+    pub(crate) fn drain_readers(&self) {
+        let backoff = Backoff::new();
+        // ORDERING: acquire pairs with each reader's release `leave`: their clone of the
+        // old response happens-before the caller drops it.
+        while Word(self.0.load(Ordering::Acquire)).readers() > 0 {
+            backoff.snooze();
+        }
+    }
+
+    /// `Processing(m) -> Ready(m)`. Only the owner of `Processing(m)` calls this, so the
+    /// only concurrent change is a waiter setting `PARKED`: one swap is enough, and the
+    /// previous value tells whether anyone must be woken.
+    #[inline]
+    pub(crate) fn complete(&self, m: u64) -> Word {
+        // ORDERING: release pairs with the acquire of readers' `load`/`enter`: the slot
+        // write sequenced before this is visible to whoever sees `Ready(m)`. Acquire pairs
+        // with waiters' release `park`, whose epoch read must precede our wake.
+        let previous = Word(self.0.swap(Word::processing(m).ready().0, Ordering::AcqRel));
+        debug_assert_owner(previous, m);
+        previous
+    }
+
+    /// `Processing(m) -> Ready(m)`, abandoned. Same ownership argument as `complete`.
+    #[inline]
+    pub(crate) fn abandon(&self, m: u64) -> Word {
+        // ORDERING: as in `complete`.
+        let previous = Word(
+            self.0
+                .swap(Word::processing(m).abandoned().0, Ordering::AcqRel),
+        );
+        debug_assert_owner(previous, m);
+        previous
+    }
+
+    /// Marks the `Processing(m)` the caller owns as claimable by the seed's
+    /// `set_response`. Called only after the slot was reclaimed.
+    pub(crate) fn mark_unguarded(&self) {
+        // ORDERING: release pairs with the acquire in `claim`: the claimer's slot write
+        // comes after our reclaim of the slot.
+        let previous = Word(self.0.fetch_or(UNGUARDED, Ordering::Release));
+        debug_assert!(!previous.is_ready() && previous.readers() == 0);
+    }
+
+    /// Takes over an unguarded `Processing(m)`; exactly one caller per request wins.
+    pub(crate) fn claim(&self) -> Result<u64, Word> {
+        let mut seen = self.load();
+        loop {
+            if seen.is_ready() || !seen.is_unguarded() {
+                return Err(seen);
+            }
+            // ORDERING: acquire pairs with `mark_unguarded`'s release (see there).
+            match self.0.compare_exchange_weak(
+                seen.0,
+                seen.0 & !UNGUARDED,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(seen.request()),
+                Err(now) => seen = Word(now),
+            }
+        }
+    }
+
+    /// Registers a reader of request `m`'s response; fails with the current word when
+    /// the word is not `Ready(m)` with a response. Waits (briefly) only when all reader
+    /// places are taken.
+    #[inline]
+    pub(crate) fn enter(&self, m: u64) -> Result<(), Word> {
+        let mut seen = self.load();
+        let backoff = Backoff::new();
+        loop {
+            if !(seen.has_response() && seen.request() == m) {
+                return Err(seen);
+            }
+            if seen.readers() == MAX_READERS {
+                backoff.snooze();
+                seen = self.load();
+                continue;
+            }
+            // ORDERING: acquire pairs with `complete`'s release: the response is visible.
+            match self.0.compare_exchange_weak(
+                seen.0,
+                seen.0 + ONE_READER,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(now) => seen = Word(now),
+            }
+        }
+    }
+
+    /// Ends a reader's window opened by `enter`.
+    #[inline]
+    pub(crate) fn leave(&self) {
+        // ORDERING: release pairs with the acquire in `drain_readers`: our clone of the
+        // response happens-before the drainer drops it.
+        let previous = Word(self.0.fetch_sub(ONE_READER, Ordering::Release));
+        debug_assert!(previous.readers() > 0);
+    }
+
+    /// Sets `PARKED` if the word still holds `seen`.
+    #[inline]
+    pub(crate) fn park(&self, seen: Word) -> Result<(), Word> {
+        if seen.is_parked() {
+            return Ok(());
+        }
+        // ORDERING: release pairs with the acquire of the transition that will clear
+        // PARKED: our earlier read of the futex epoch happens-before its increment, so
+        // the epoch we will sleep on is not already stale.
+        self.0
+            .compare_exchange(
+                seen.0,
+                seen.0 | PARKED,
+                Ordering::Release,
+                Ordering::Acquire,
+            )
+            .map(drop)
+            .map_err(Word)
+    }
+}
+
+#[inline]
+fn debug_assert_owner(previous: Word, m: u64) {
+    debug_assert!(
+        !previous.is_ready() && previous.request() == m && previous.readers() == 0,
+        "only the owner of Processing({m}) may settle it, found {previous:?}"
+    );
+}
+
+impl fmt::Debug for StateWord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // ORDERING: relaxed, diagnostics only; never blocks.
+        Word(self.0.load(Ordering::Relaxed)).fmt(f)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_leaves_no_gaps_and_no_overlaps() {
+        let flags = READY | ABANDONED | PARKED | UNGUARDED;
+        let requests = MAX_REQUEST << REQUEST_SHIFT;
+        assert_eq!(flags & READER_MASK, 0);
+        assert_eq!(flags & requests, 0);
+        assert_eq!(READER_MASK & requests, 0);
+        assert_eq!(flags | READER_MASK | requests, u64::MAX);
+        assert_eq!(MAX_REQUEST, (1 << 48) - 1);
+    }
+
+    #[test]
+    fn encode_decode_round_trips_at_the_edges() {
+        for m in [0, 1, 2, 0xFFFF, 1 << 32, MAX_REQUEST - 1, MAX_REQUEST] {
+            let p = Word::processing(m);
+            assert_eq!(p.request(), m);
+            assert!(!p.is_ready() && p.is_valid());
+            assert_eq!(p.ready().request(), m);
+            assert!(p.ready().has_response());
+            assert_eq!(p.abandoned().request(), m);
+            assert!(p.abandoned().is_abandoned() && !p.abandoned().has_response());
+        }
+    }
+
+    /// Walks every state reachable from `Ready(0)` through the transitions with small
+    /// request numbers and reader counts, checking that each result is valid and that
+    /// readers and flags never leak into the request number.
+    #[test]
+    fn every_reachable_state_is_valid() {
+        let mut frontier = vec![Word::INITIAL];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(w) = frontier.pop() {
+            if !seen.insert(w.raw()) {
+                continue;
+            }
+            assert!(w.is_valid(), "{w:?}");
+            let mut next = Vec::new();
+            let n = w.request();
+            if w.is_ready() && n < 4 {
+                for m in n + 1..=4 {
+                    next.push(Word(Word::processing(m).0 | (w.0 & READER_MASK)));
+                }
+            }
+            if !w.is_ready() && w.readers() == 0 {
+                next.push(w.ready());
+                next.push(w.abandoned());
+                if !w.is_unguarded() {
+                    next.push(Word(w.0 | UNGUARDED));
+                } else {
+                    next.push(Word(w.0 & !UNGUARDED));
+                }
+            }
+            if w.has_response() && w.readers() < 2 {
+                next.push(Word(w.0 + ONE_READER));
+            }
+            if w.readers() > 0 {
+                next.push(Word(w.0 - ONE_READER));
+            }
+            if !w.is_parked() && !(w.has_response()) {
+                next.push(Word(w.0 | PARKED));
+            }
+            frontier.extend(next);
+        }
+        assert!(seen.len() > 50, "walked only {} states", seen.len());
+    }
+
+    #[test]
+    fn decide_follows_the_transition_table() {
+        let ready = Word::processing(5).ready();
+        let processing = Word::processing(5);
+        assert_eq!(decide(ready, 4), Decision::Stale);
+        assert_eq!(decide(ready, 5), Decision::Resend);
+        assert_eq!(decide(ready, 6), Decision::Start);
+        assert_eq!(decide(ready, 9), Decision::Start);
+        assert_eq!(decide(processing, 4), Decision::Stale);
+        assert_eq!(decide(processing, 5), Decision::Resend);
+        assert_eq!(decide(processing, 6), Decision::Busy);
+        assert_eq!(decide(processing, 9), Decision::Busy);
+        assert_eq!(decide(Word::processing(5).abandoned(), 6), Decision::Start);
+    }
+
+    #[test]
+    fn readers_enter_only_a_ready_word_and_are_kept_across_start() {
+        let word = StateWord::new();
+        let w = word.load();
+        word.start(w, 1).unwrap();
+        assert_eq!(word.enter(1), Err(Word::processing(1)));
+        word.complete(1);
+        word.enter(1).unwrap();
+        word.enter(1).unwrap();
+        let w = word.load();
+        assert_eq!(w.readers(), 2);
+        let started = word.start(w, 2).unwrap();
+        assert_eq!(started.readers(), 2);
+        assert!(word.enter(2).is_err());
+        word.leave();
+        word.leave();
+        word.drain_readers();
+        assert_eq!(word.load(), Word::processing(2));
+    }
+}

@@ -1,0 +1,276 @@
+//! The one place that knows about loom.
+//!
+//! Everything the state machine shares between threads comes from here: the atomics,
+//! the cell that holds the counted slot's response, the futex the waiters park on, the
+//! backoff used while readers drain, and the pointer cell behind [`ArcSwapSlot`].
+//! Under `cfg(loom)` each is replaced by a loom-visible stand-in:
+//!
+//! - the futex is a real check-then-wait (a loom `Mutex` + `Condvar` around the epoch
+//!   word), so a lost wake-up shows up as a loom deadlock rather than a spin;
+//! - the arc-swap stand-in is a loom `AtomicPtr` with exactly the orderings arc-swap
+//!   documents for `store` (release) and `load` (acquire), and no lock, so it cannot
+//!   hide a too-weak ordering on the state word. It leaks what it replaces: reclamation
+//!   is arc-swap's job and out of scope of the model.
+//!
+//! [`ArcSwapSlot`]: crate::ArcSwapSlot
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64};
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// How often a waiter re-checks the state word, spinning, before it parks.
+/// Bounded and short: on a hand-off the publisher is usually a few hundred
+/// nanoseconds away, while a futex round trip costs tens of microseconds.
+#[cfg(not(loom))]
+pub(crate) const SPINS_BEFORE_PARKING: u32 = 40;
+/// Under loom every spin is another branch to explore and adds nothing to prove.
+#[cfg(loom)]
+pub(crate) const SPINS_BEFORE_PARKING: u32 = 0;
+
+/// One pause inside a bounded spin.
+#[inline]
+pub(crate) fn spin_pause() {
+    #[cfg(not(loom))]
+    std::hint::spin_loop();
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}
+
+/// Backoff for the short waits that are not parks (readers leaving their window).
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    #[cfg(not(loom))]
+    inner: crossbeam_utils::Backoff,
+}
+
+impl Backoff {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Spin a little, then yield the processor: the thread being waited for may
+    /// have been preempted, and on two cores it needs ours.
+    #[inline]
+    pub(crate) fn snooze(&self) {
+        #[cfg(not(loom))]
+        self.inner.snooze();
+        #[cfg(loom)]
+        loom::thread::yield_now();
+    }
+}
+
+/// A cell whose accesses loom can check for races (std's `UnsafeCell` otherwise).
+#[derive(Debug)]
+pub(crate) struct UnsafeCell<T> {
+    #[cfg(not(loom))]
+    inner: std::cell::UnsafeCell<T>,
+    #[cfg(loom)]
+    inner: loom::cell::UnsafeCell<T>,
+}
+
+impl<T> UnsafeCell<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Self {
+            #[cfg(not(loom))]
+            inner: std::cell::UnsafeCell::new(value),
+            #[cfg(loom)]
+            inner: loom::cell::UnsafeCell::new(value),
+        }
+    }
+
+    /// # Safety
+    /// No thread may write the cell while `f` runs.
+    #[inline]
+    pub(crate) unsafe fn with<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        #[cfg(not(loom))]
+        // SAFETY: the caller rules out concurrent writes; reads may overlap.
+        return f(unsafe { &*self.inner.get() });
+        #[cfg(loom)]
+        // SAFETY: as above; loom checks the claim.
+        return self.inner.with(|p| f(unsafe { &*p }));
+    }
+
+    /// # Safety
+    /// No other thread may read or write the cell while `f` runs.
+    #[inline]
+    pub(crate) unsafe fn with_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        #[cfg(not(loom))]
+        // SAFETY: the caller guarantees exclusive access.
+        return f(unsafe { &mut *self.inner.get() });
+        #[cfg(loom)]
+        // SAFETY: as above; loom checks the claim.
+        return self.inner.with_mut(|p| f(unsafe { &mut *p }));
+    }
+}
+
+/// A 32-bit epoch counter that waiters park on.
+///
+/// A waiter reads the epoch *before* it reads the state word, and parks only while the
+/// epoch still holds that value; a publisher changes the state word first and then
+/// bumps the epoch and wakes. So a wake-up between the waiter's check and its park
+/// changes the epoch and the park returns at once. The epoch wraps after 2^32 wakes;
+/// a waiter would have to sleep through exactly that many between two instructions
+/// to miss one.
+#[derive(Debug)]
+pub(crate) struct Futex {
+    epoch: AtomicU32,
+    #[cfg(loom)]
+    lock: loom::sync::Mutex<()>,
+    #[cfg(loom)]
+    parked: loom::sync::Condvar,
+}
+
+impl Futex {
+    pub(crate) fn new() -> Self {
+        Self {
+            epoch: AtomicU32::new(0),
+            #[cfg(loom)]
+            lock: loom::sync::Mutex::new(()),
+            #[cfg(loom)]
+            parked: loom::sync::Condvar::new(),
+        }
+    }
+
+    /// The epoch to pass to [`Futex::wait`].
+    #[inline]
+    pub(crate) fn epoch(&self) -> u32 {
+        // ORDERING: acquire pairs with the release increment in `wake_all`: a waiter
+        // that sees a new epoch also sees the state change that preceded it.
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Parks until the epoch differs from `seen` (or spuriously).
+    pub(crate) fn wait(&self, seen: u32) {
+        #[cfg(not(loom))]
+        atomic_wait::wait(&self.epoch, seen);
+        #[cfg(loom)]
+        {
+            let guard = self.lock.lock().unwrap();
+            // ORDERING: relaxed, like the kernel's compare: synchronisation must come
+            // from the state word, not from this stand-in.
+            if self.epoch.load(Ordering::Relaxed) == seen {
+                drop(self.parked.wait(guard).unwrap());
+            }
+        }
+    }
+
+    /// Parks until the epoch differs from `seen`, spuriously, or until `deadline`.
+    /// Returns `false` when the deadline had passed before the park.
+    pub(crate) fn wait_until(&self, seen: u32, deadline: Instant) -> bool {
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        #[cfg(all(not(loom), target_os = "linux"))]
+        linux_wait_timeout(&self.epoch, seen, deadline - now);
+        #[cfg(all(not(loom), not(target_os = "linux")))]
+        {
+            // Documented limitation: atomic-wait has no timeout, so elsewhere a
+            // deadline wait sleeps in slices of at most a millisecond.
+            if self.epoch.load(Ordering::Relaxed) == seen {
+                std::thread::sleep((deadline - now).min(std::time::Duration::from_millis(1)));
+            }
+        }
+        #[cfg(loom)]
+        {
+            // loom has no clock: a deadline wait is modelled as a wait that may also
+            // come back at any moment (the caller re-checks and may time out).
+            let _ = (seen, now);
+            loom::thread::yield_now();
+        }
+        true
+    }
+
+    /// Bumps the epoch and wakes every parked thread.
+    pub(crate) fn wake_all(&self) {
+        // ORDERING: release pairs with the acquire in `epoch`; it is sequenced after
+        // the state-word transition the waiters are woken for.
+        self.epoch.fetch_add(1, Ordering::Release);
+        #[cfg(not(loom))]
+        atomic_wait::wake_all(&self.epoch);
+        #[cfg(loom)]
+        {
+            let _guard = self.lock.lock().unwrap();
+            self.parked.notify_all();
+        }
+    }
+}
+
+/// `FUTEX_WAIT` with a relative timeout, on the same private futex word atomic-wait
+/// uses, so `atomic_wait::wake_all` wakes it too.
+#[cfg(all(not(loom), target_os = "linux"))]
+fn linux_wait_timeout(
+    word: &std::sync::atomic::AtomicU32,
+    seen: u32,
+    timeout: std::time::Duration,
+) {
+    let timeout = libc::timespec {
+        tv_sec: timeout.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `word` is a live, aligned 32-bit atomic and `timeout` outlives the call;
+    // FUTEX_WAIT only reads both. Errors (EAGAIN, ETIMEDOUT, EINTR) all mean "return
+    // and let the caller re-check", so the result is ignored.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word as *const std::sync::atomic::AtomicU32,
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            seen,
+            &timeout as *const libc::timespec,
+        );
+    }
+}
+
+/// The pointer cell behind `ArcSwapSlot`.
+#[cfg(not(loom))]
+pub(crate) type ArcCell<T> = arc_swap::ArcSwapOption<T>;
+
+#[cfg(loom)]
+pub(crate) use loom_arc_cell::ArcCell;
+
+#[cfg(loom)]
+mod loom_arc_cell {
+    use loom::sync::atomic::AtomicPtr;
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    /// Stand-in for `ArcSwapOption` with its orderings and none of its machinery.
+    #[derive(Debug)]
+    pub(crate) struct ArcCell<T> {
+        ptr: AtomicPtr<T>,
+    }
+
+    impl<T> ArcCell<T> {
+        pub(crate) fn empty() -> Self {
+            Self {
+                ptr: AtomicPtr::new(std::ptr::null_mut()),
+            }
+        }
+
+        pub(crate) fn store(&self, value: Option<Arc<T>>) {
+            let raw = value.map_or(std::ptr::null_mut(), |v| Arc::into_raw(v).cast_mut());
+            // ORDERING: release, as arc-swap's store; the replaced pointer is leaked.
+            self.ptr.store(raw, Ordering::Release);
+        }
+
+        pub(crate) fn load_full(&self) -> Option<Arc<T>> {
+            // ORDERING: acquire, as arc-swap's load.
+            let raw = self.ptr.load(Ordering::Acquire);
+            if raw.is_null() {
+                return None;
+            }
+            // SAFETY: every stored pointer came from `Arc::into_raw` and is never
+            // released (leaked), so it is alive; we add a count for the copy we return.
+            unsafe {
+                Arc::increment_strong_count(raw);
+                Some(Arc::from_raw(raw))
+            }
+        }
+    }
+}
