@@ -40,6 +40,8 @@ pub use request::RequestNr;
 pub use session::{Phase, Processing, SessionState, Status, Triage};
 pub use slot::{ArcSwapSlot, CountedSlot, Slot};
 pub use state::MAX_REQUEST;
+#[doc(hidden)]
+pub use sync::planted_bugs;
 
 /// A session state whose responses are published through `arc_swap::ArcSwapOption`.
 pub type ArcSwapSessionState<T> = SessionState<T, ArcSwapSlot<T>>;

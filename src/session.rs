@@ -4,7 +4,7 @@ use crate::error::{TryGetError, WaitError, WaitTimeoutError};
 use crate::request::RequestNr;
 use crate::slot::{CountedSlot, Slot};
 use crate::state::{decide, Decision, StateWord, Word};
-use crate::sync::{spin_pause, Futex, SPINS_BEFORE_PARKING};
+use crate::sync::{Futex, SpinBeforeParking};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -193,7 +193,7 @@ impl<T, S: Slot<T>> SessionState<T, S> {
     }
 
     fn wait_inner(&self, m: u64, deadline: Option<Instant>) -> Result<Arc<T>, WaitTimeoutError> {
-        let mut spins = 0;
+        let mut spin = SpinBeforeParking::new();
         loop {
             // The epoch is read before the word (see `Futex`): a transition after this
             // read bumps it, so the park below cannot sleep through that transition.
@@ -204,24 +204,31 @@ impl<T, S: Slot<T>> SessionState<T, S> {
                 Some(None) => continue,
                 None => {}
             }
-            if spins < SPINS_BEFORE_PARKING {
-                spins += 1;
-                spin_pause();
+            if spin.spin() {
                 continue;
             }
-            if self.word.park(seen).is_err() {
-                continue;
-            }
-            match deadline {
-                None => self.futex.wait(epoch),
-                Some(deadline) => {
-                    if !self.futex.wait_until(epoch, deadline) {
-                        return match self.settled(m, self.word.load()) {
-                            Some(Some(settled)) => settled.into_result(),
-                            _ => Err(WaitTimeoutError::TimedOut),
-                        };
-                    }
+            let timed_out = match deadline {
+                Some(deadline) if Instant::now() >= deadline => true,
+                _ if self.word.park(seen).is_err() => continue,
+                None => {
+                    self.futex.wait(epoch);
+                    false
                 }
+                Some(deadline) => !self.futex.wait_until(epoch, deadline),
+            };
+            if timed_out {
+                return self.outcome_at_deadline(m);
+            }
+        }
+    }
+
+    /// The last look once the deadline has passed: a settled outcome still wins.
+    fn outcome_at_deadline(&self, m: u64) -> Result<Arc<T>, WaitTimeoutError> {
+        loop {
+            match self.settled(m, self.word.load()) {
+                Some(Some(settled)) => return settled.into_result(),
+                Some(None) => continue,
+                None => return Err(WaitTimeoutError::TimedOut),
             }
         }
     }

@@ -118,11 +118,6 @@ impl Word {
         let no_readers_once_unguarded = !self.is_unguarded() || self.readers() == 0;
         abandoned_only_when_ready && unguarded_only_when_processing && no_readers_once_unguarded
     }
-
-    #[cfg(test)]
-    pub(crate) const fn raw(self) -> u64 {
-        self.0
-    }
 }
 
 impl fmt::Debug for Word {
@@ -345,7 +340,7 @@ impl fmt::Debug for StateWord {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -381,7 +376,7 @@ mod tests {
         let mut frontier = vec![Word::INITIAL];
         let mut seen = std::collections::HashSet::new();
         while let Some(w) = frontier.pop() {
-            if !seen.insert(w.raw()) {
+            if !seen.insert(w.0) {
                 continue;
             }
             assert!(w.is_valid(), "{w:?}");

@@ -21,24 +21,37 @@ pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64};
 pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64};
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// How often a waiter re-checks the state word, spinning, before it parks.
-/// Bounded and short: on a hand-off the publisher is usually a few hundred
-/// nanoseconds away, while a futex round trip costs tens of microseconds.
-#[cfg(not(loom))]
-pub(crate) const SPINS_BEFORE_PARKING: u32 = 40;
-/// Under loom every spin is another branch to explore and adds nothing to prove.
-#[cfg(loom)]
-pub(crate) const SPINS_BEFORE_PARKING: u32 = 0;
+/// The bounded spin a waiter does before it parks: it re-checks the state word a few
+/// dozen times, because on a hand-off the publisher is usually a few hundred
+/// nanoseconds away while a futex round trip costs tens of microseconds.
+#[derive(Debug)]
+pub(crate) struct SpinBeforeParking {
+    left: u32,
+}
 
-/// One pause inside a bounded spin.
-#[inline]
-pub(crate) fn spin_pause() {
+impl SpinBeforeParking {
     #[cfg(not(loom))]
-    std::hint::spin_loop();
+    const SPINS: u32 = 40;
+    /// Under loom every spin is another branch to explore and adds nothing to prove.
     #[cfg(loom)]
-    loom::thread::yield_now();
+    const SPINS: u32 = 0;
+
+    pub(crate) fn new() -> Self {
+        SpinBeforeParking { left: Self::SPINS }
+    }
+
+    /// Pauses once and returns `true`, or returns `false` once the spin is used up.
+    #[inline]
+    pub(crate) fn spin(&mut self) -> bool {
+        if self.left == 0 {
+            return false;
+        }
+        self.left -= 1;
+        std::hint::spin_loop();
+        true
+    }
 }
 
 /// Backoff for the short waits that are not parks (readers leaving their window).
@@ -166,31 +179,44 @@ impl Futex {
         if now >= deadline {
             return false;
         }
-        #[cfg(all(not(loom), target_os = "linux"))]
-        linux_wait_timeout(&self.epoch, seen, deadline - now);
-        #[cfg(all(not(loom), not(target_os = "linux")))]
-        {
-            // Documented limitation: atomic-wait has no timeout, so elsewhere a
-            // deadline wait sleeps in slices of at most a millisecond.
-            if self.epoch.load(Ordering::Relaxed) == seen {
-                std::thread::sleep((deadline - now).min(std::time::Duration::from_millis(1)));
-            }
-        }
-        #[cfg(loom)]
-        {
-            // loom has no clock: a deadline wait is modelled as a wait that may also
-            // come back at any moment (the caller re-checks and may time out).
-            let _ = (seen, now);
-            loom::thread::yield_now();
+        self.wait_for(seen, deadline - now)
+    }
+
+    /// loom has no clock: the model is a deadline that expires right here, racing
+    /// whatever transition the waiter was about to be woken for.
+    #[cfg(loom)]
+    fn wait_for(&self, _seen: u32, _timeout: Duration) -> bool {
+        false
+    }
+
+    #[cfg(all(not(loom), target_os = "linux"))]
+    fn wait_for(&self, seen: u32, timeout: Duration) -> bool {
+        linux_wait_timeout(&self.epoch, seen, timeout);
+        true
+    }
+
+    /// Documented limitation: atomic-wait has no timeout, so elsewhere a deadline wait
+    /// sleeps in slices of at most a millisecond.
+    #[cfg(all(not(loom), not(target_os = "linux")))]
+    fn wait_for(&self, seen: u32, timeout: Duration) -> bool {
+        // ORDERING: relaxed, like the kernel's compare (see `wait`).
+        if self.epoch.load(Ordering::Relaxed) == seen {
+            std::thread::sleep(timeout.min(Duration::from_millis(1)));
         }
         true
     }
 
     /// Bumps the epoch and wakes every parked thread.
     pub(crate) fn wake_all(&self) {
-        // ORDERING: release pairs with the acquire in `epoch`; it is sequenced after
-        // the state-word transition the waiters are woken for.
-        self.epoch.fetch_add(1, Ordering::Release);
+        #[cfg(loom)]
+        let planted = planted_bugs::SKIP_EPOCH_BUMP.load(std::sync::atomic::Ordering::Relaxed);
+        #[cfg(not(loom))]
+        let planted = false;
+        if !planted {
+            // ORDERING: release pairs with the acquire in `epoch`; it is sequenced after
+            // the state-word transition the waiters are woken for.
+            self.epoch.fetch_add(1, Ordering::Release);
+        }
         #[cfg(not(loom))]
         atomic_wait::wake_all(&self.epoch);
         #[cfg(loom)]
@@ -272,5 +298,21 @@ mod loom_arc_cell {
                 Some(Arc::from_raw(raw))
             }
         }
+    }
+}
+
+/// Bugs that the loom models plant on purpose, to show that the harness bites.
+#[doc(hidden)]
+pub mod planted_bugs {
+    #[cfg(loom)]
+    pub(crate) static SKIP_EPOCH_BUMP: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+
+    /// Makes every wake skip the epoch bump: a waiter between its check of the state
+    /// and its park then sleeps through the wake (a lost wake-up). Process-wide: call it
+    /// only from a test binary of its own.
+    #[cfg(loom)]
+    pub fn skip_epoch_bump(on: bool) {
+        SKIP_EPOCH_BUMP.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -1,0 +1,25 @@
+//! A planted bug that the loom harness must catch: wakes that skip the futex epoch
+//! bump lose the wake-up of a waiter between its check and its park, and loom reports
+//! the deadlock. Its own test binary, because the switch is process-wide.
+//!
+//! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom_planted`.
+#![cfg(loom)]
+
+use exactly_once::{RequestNr, SessionState, Triage};
+use loom::thread;
+
+#[test]
+#[should_panic(expected = "deadlock")]
+fn lost_wakeup_is_caught() {
+    exactly_once::planted_bugs::skip_epoch_bump(true);
+    loom::model(|| {
+        let s: &'static SessionState<u32> = Box::leak(Box::new(SessionState::new()));
+        let m = RequestNr::new(1).unwrap();
+        let Triage::Process(guard) = s.triage(m) else {
+            panic!("not Process")
+        };
+        let processor = thread::spawn(move || drop(guard.complete(7)));
+        assert_eq!(*s.wait(m).unwrap(), 7);
+        processor.join().unwrap();
+    });
+}
