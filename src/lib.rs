@@ -43,5 +43,12 @@ pub use state::MAX_REQUEST;
 #[doc(hidden)]
 pub use sync::planted_bugs;
 
+/// The packed word's internals, for the fuzz targets only (`cargo fuzz` sets `fuzzing`).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::state::{decide, Decision, EncodeError, Fields, StateWord, Word};
+}
+
 /// A session state whose responses are published through `arc_swap::ArcSwapOption`.
 pub type ArcSwapSessionState<T> = SessionState<T, ArcSwapSlot<T>>;

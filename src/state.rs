@@ -52,52 +52,52 @@ const REQUEST_SHIFT: u32 = READER_SHIFT + READER_BITS;
 /// At a million requests a second one session takes nearly nine years to reach it.
 pub const MAX_REQUEST: u64 = u64::MAX >> REQUEST_SHIFT;
 
-/// One decoded value of the state word.
+/// One value of the state word.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Word(u64);
+pub struct Word(u64);
 
 impl Word {
     /// `Ready(0)`: request 0 counts as done, so request 1 can start.
-    pub(crate) const INITIAL: Word = Word(READY);
+    pub const INITIAL: Word = Word(READY);
 
     #[inline]
-    pub(crate) const fn processing(request: u64) -> Word {
+    pub const fn processing(request: u64) -> Word {
         Word(request << REQUEST_SHIFT)
     }
 
     #[inline]
-    pub(crate) const fn request(self) -> u64 {
+    pub const fn request(self) -> u64 {
         self.0 >> REQUEST_SHIFT
     }
 
     #[inline]
-    pub(crate) const fn is_ready(self) -> bool {
+    pub const fn is_ready(self) -> bool {
         self.0 & READY != 0
     }
 
     #[inline]
-    pub(crate) const fn is_abandoned(self) -> bool {
+    pub const fn is_abandoned(self) -> bool {
         self.0 & ABANDONED != 0
     }
 
     /// `Ready(n)` with a response in the slot.
     #[inline]
-    pub(crate) const fn has_response(self) -> bool {
+    pub const fn has_response(self) -> bool {
         self.0 & (READY | ABANDONED) == READY
     }
 
     #[inline]
-    pub(crate) const fn is_parked(self) -> bool {
+    pub const fn is_parked(self) -> bool {
         self.0 & PARKED != 0
     }
 
     #[inline]
-    pub(crate) const fn is_unguarded(self) -> bool {
+    pub const fn is_unguarded(self) -> bool {
         self.0 & UNGUARDED != 0
     }
 
     #[inline]
-    pub(crate) const fn readers(self) -> u64 {
+    pub const fn readers(self) -> u64 {
         (self.0 & READER_MASK) >> READER_SHIFT
     }
 
@@ -112,7 +112,7 @@ impl Word {
     }
 
     /// The invariants every value of the word satisfies.
-    pub(crate) const fn is_valid(self) -> bool {
+    pub const fn is_valid(self) -> bool {
         let abandoned_only_when_ready = !self.is_abandoned() || self.is_ready();
         let unguarded_only_when_processing = !self.is_unguarded() || !self.is_ready();
         let no_readers_once_unguarded = !self.is_unguarded() || self.readers() == 0;
@@ -120,21 +120,91 @@ impl Word {
     }
 }
 
+/// The fields the word packs, spelled out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fields {
+    /// The newest accepted request, `0..=MAX_REQUEST`.
+    pub request: u64,
+    /// `Ready` rather than `Processing`.
+    pub ready: bool,
+    /// `Ready` with outcome `Abandoned`.
+    pub abandoned: bool,
+    /// Some thread may be parked.
+    pub parked: bool,
+    /// Processing started by the seed's `triage_request`.
+    pub unguarded: bool,
+    /// Readers inside their window, `0..=4095`.
+    pub readers: u64,
+}
+
+/// Why a set of fields has no word.
+#[cfg_attr(not(any(test, fuzzing)), allow(dead_code))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncodeError {
+    /// The request number does not fit in 48 bits.
+    RequestTooLarge(u64),
+    /// More readers than the 12-bit count holds.
+    TooManyReaders(u64),
+    /// A combination no transition produces (e.g. abandoned while processing).
+    Invalid,
+}
+
+impl Word {
+    /// Packs `fields`, refusing what does not fit rather than wrapping. (The transitions
+    /// build words directly; this is the checked way in for tests and fuzzing.)
+    #[cfg_attr(not(any(test, fuzzing)), allow(dead_code))]
+    pub fn encode(fields: Fields) -> Result<Word, EncodeError> {
+        if fields.request > MAX_REQUEST {
+            return Err(EncodeError::RequestTooLarge(fields.request));
+        }
+        if fields.readers > MAX_READERS {
+            return Err(EncodeError::TooManyReaders(fields.readers));
+        }
+        let flag = |on: bool, bit: u64| if on { bit } else { 0 };
+        let word = Word(
+            fields.request << REQUEST_SHIFT
+                | fields.readers << READER_SHIFT
+                | flag(fields.ready, READY)
+                | flag(fields.abandoned, ABANDONED)
+                | flag(fields.parked, PARKED)
+                | flag(fields.unguarded, UNGUARDED),
+        );
+        if word.is_valid() {
+            Ok(word)
+        } else {
+            Err(EncodeError::Invalid)
+        }
+    }
+
+    /// Unpacks the word.
+    pub fn decode(self) -> Fields {
+        Fields {
+            request: self.request(),
+            ready: self.is_ready(),
+            abandoned: self.is_abandoned(),
+            parked: self.is_parked(),
+            unguarded: self.is_unguarded(),
+            readers: self.readers(),
+        }
+    }
+}
+
 impl fmt::Debug for Word {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let phase = match (self.is_ready(), self.is_abandoned()) {
+        let fields = self.decode();
+        let phase = match (fields.ready, fields.abandoned) {
             (false, _) => "Processing",
             (true, false) => "Ready",
             (true, true) => "Abandoned",
         };
-        write!(f, "{phase}({})", self.request())?;
-        if self.readers() > 0 {
-            write!(f, " readers={}", self.readers())?;
+        write!(f, "{phase}({})", fields.request)?;
+        if fields.readers > 0 {
+            write!(f, " readers={}", fields.readers)?;
         }
-        if self.is_parked() {
+        if fields.parked {
             f.write_str(" parked")?;
         }
-        if self.is_unguarded() {
+        if fields.unguarded {
             f.write_str(" unguarded")?;
         }
         Ok(())
@@ -143,7 +213,7 @@ impl fmt::Debug for Word {
 
 /// What a triage of request `m` decided, read from one value of the word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Decision {
+pub enum Decision {
     /// `Ready(n)`, `m > n`: try to start `m`.
     Start,
     /// `m == n`: the outcome of `m` is there or coming.
@@ -155,7 +225,7 @@ pub(crate) enum Decision {
 }
 
 #[inline]
-pub(crate) fn decide(seen: Word, m: u64) -> Decision {
+pub fn decide(seen: Word, m: u64) -> Decision {
     let n = seen.request();
     if m < n {
         Decision::Stale
@@ -169,16 +239,16 @@ pub(crate) fn decide(seen: Word, m: u64) -> Decision {
 }
 
 /// The atomic word and its transitions.
-pub(crate) struct StateWord(AtomicU64);
+pub struct StateWord(AtomicU64);
 
 impl StateWord {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         StateWord(AtomicU64::new(Word::INITIAL.0))
     }
 
     /// A snapshot of the word.
     #[inline]
-    pub(crate) fn load(&self) -> Word {
+    pub fn load(&self) -> Word {
         // ORDERING: acquire pairs with the release half of every transition below: whoever
         // sees `Ready(m)` also sees the response that `complete` wrote before it.
         Word(self.0.load(Ordering::Acquire))
@@ -187,7 +257,7 @@ impl StateWord {
     /// `Ready(n) -> Processing(m)` if the word still holds `seen`. Readers still inside
     /// their window stay counted: the caller must drain them before touching the slot.
     #[inline]
-    pub(crate) fn start(&self, seen: Word, m: u64) -> Result<Word, Word> {
+    pub fn start(&self, seen: Word, m: u64) -> Result<Word, Word> {
         debug_assert!(seen.is_ready() && m > seen.request() && m <= MAX_REQUEST);
         let next = Word(Word::processing(m).0 | (seen.0 & READER_MASK));
         // ORDERING: acquire pairs with the release of the `complete` that made `Ready(n)`
@@ -203,7 +273,7 @@ impl StateWord {
     /// Spins (with yields) until no reader is inside its window. Only the thread that
     /// just made the word `Processing` calls this, and no reader can enter again
     /// until it publishes, so the wait is bounded by the readers already inside.
-    pub(crate) fn drain_readers(&self) {
+    pub fn drain_readers(&self) {
         let backoff = Backoff::new();
         // ORDERING: acquire pairs with each reader's release `leave`: their clone of the
         // old response happens-before the caller drops it.
@@ -216,7 +286,7 @@ impl StateWord {
     /// only concurrent change is a waiter setting `PARKED`: one swap is enough, and the
     /// previous value tells whether anyone must be woken.
     #[inline]
-    pub(crate) fn complete(&self, m: u64) -> Word {
+    pub fn complete(&self, m: u64) -> Word {
         // ORDERING: release pairs with the acquire of readers' `load`/`enter`: the slot
         // write sequenced before this is visible to whoever sees `Ready(m)`. Acquire pairs
         // with waiters' release `park`, whose epoch read must precede our wake.
@@ -227,7 +297,7 @@ impl StateWord {
 
     /// `Processing(m) -> Ready(m)`, abandoned. Same ownership argument as `complete`.
     #[inline]
-    pub(crate) fn abandon(&self, m: u64) -> Word {
+    pub fn abandon(&self, m: u64) -> Word {
         // ORDERING: as in `complete`.
         let previous = Word(
             self.0
@@ -239,7 +309,7 @@ impl StateWord {
 
     /// Marks the `Processing(m)` the caller owns as claimable by the seed's
     /// `set_response`. Called only after the slot was reclaimed.
-    pub(crate) fn mark_unguarded(&self) {
+    pub fn mark_unguarded(&self) {
         // ORDERING: release pairs with the acquire in `claim`: the claimer's slot write
         // comes after our reclaim of the slot.
         let previous = Word(self.0.fetch_or(UNGUARDED, Ordering::Release));
@@ -247,7 +317,7 @@ impl StateWord {
     }
 
     /// Takes over an unguarded `Processing(m)`; exactly one caller per request wins.
-    pub(crate) fn claim(&self) -> Result<u64, Word> {
+    pub fn claim(&self) -> Result<u64, Word> {
         let mut seen = self.load();
         loop {
             if seen.is_ready() || !seen.is_unguarded() {
@@ -270,7 +340,7 @@ impl StateWord {
     /// the word is not `Ready(m)` with a response. Waits (briefly) only when all reader
     /// places are taken.
     #[inline]
-    pub(crate) fn enter(&self, m: u64) -> Result<(), Word> {
+    pub fn enter(&self, m: u64) -> Result<(), Word> {
         let mut seen = self.load();
         let backoff = Backoff::new();
         loop {
@@ -297,7 +367,7 @@ impl StateWord {
 
     /// Ends a reader's window opened by `enter`.
     #[inline]
-    pub(crate) fn leave(&self) {
+    pub fn leave(&self) {
         // ORDERING: release pairs with the acquire in `drain_readers`: our clone of the
         // response happens-before the drainer drops it.
         let previous = Word(self.0.fetch_sub(ONE_READER, Ordering::Release));
@@ -306,7 +376,7 @@ impl StateWord {
 
     /// Sets `PARKED` if the word still holds `seen`.
     #[inline]
-    pub(crate) fn park(&self, seen: Word) -> Result<(), Word> {
+    pub fn park(&self, seen: Word) -> Result<(), Word> {
         if seen.is_parked() {
             return Ok(());
         }
@@ -408,6 +478,40 @@ mod tests {
             frontier.extend(next);
         }
         assert!(seen.len() > 50, "walked only {} states", seen.len());
+    }
+
+    #[test]
+    fn encode_refuses_what_does_not_fit_instead_of_wrapping() {
+        let at_max = Fields {
+            request: MAX_REQUEST,
+            ready: true,
+            ..Fields::default()
+        };
+        assert_eq!(Word::encode(at_max).unwrap().decode(), at_max);
+        let above = Fields {
+            request: MAX_REQUEST + 1,
+            ..at_max
+        };
+        assert_eq!(
+            Word::encode(above),
+            Err(EncodeError::RequestTooLarge(MAX_REQUEST + 1))
+        );
+        let crowded = Fields {
+            readers: MAX_READERS + 1,
+            ..at_max
+        };
+        assert_eq!(
+            Word::encode(crowded),
+            Err(EncodeError::TooManyReaders(MAX_READERS + 1))
+        );
+        let abandoned_processing = Fields {
+            abandoned: true,
+            ..Fields::default()
+        };
+        assert_eq!(
+            Word::encode(abandoned_processing),
+            Err(EncodeError::Invalid)
+        );
     }
 
     #[test]
