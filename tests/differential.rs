@@ -383,13 +383,30 @@ fn abandoned_requests_are_never_processed_twice<S: Slot<u32>>(
     Ok(())
 }
 
+/// `cases` normally; a handful under Miri, which runs each case thousands of times slower
+/// (and cannot write proptest's regression files under its isolation).
+fn config(cases: u32) -> ProptestConfig {
+    if cfg!(miri) {
+        ProptestConfig {
+            cases: 6,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    } else {
+        ProptestConfig {
+            cases,
+            ..ProptestConfig::default()
+        }
+    }
+}
+
 macro_rules! differential_for_slot {
     ($module:ident, $slot:ty) => {
         mod $module {
             use super::*;
 
             proptest! {
-                #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+                #![proptest_config(config(512))]
 
                 #[test]
                 fn model_a_seed_calls_match_the_baseline(
@@ -407,6 +424,8 @@ macro_rules! differential_for_slot {
             }
 
             proptest! {
+                #![proptest_config(config(256))]
+
                 #[test]
                 fn model_c_abandoned_requests_are_never_processed_twice(
                     ops in prop::collection::vec(abandon_op(), 1..60)
