@@ -247,14 +247,15 @@ impl<T, S: Slot<T>> SessionState<T, S> {
         if seen.is_abandoned() {
             return Some(Some(Settled::Abandoned));
         }
-        Some(self.read_response(m).map(Settled::Response))
+        Some(self.read_response(m, seen).map(Settled::Response))
     }
 
-    /// Clones the response of `m`, or `None` if the word is no longer `Ready(m)`.
+    /// Clones the response of `m` (the word was `seen` as `Ready(m)`), or `None` if
+    /// the word is no longer `Ready(m)`.
     #[inline]
-    fn read_response(&self, m: u64) -> Option<Arc<T>> {
+    fn read_response(&self, m: u64, seen: Word) -> Option<Arc<T>> {
         if S::COUNTS_READERS {
-            self.word.enter(m).ok()?;
+            self.word.enter_from(seen, m).ok()?;
             // SAFETY: registered as a reader of `Ready(m)`: the slot is not written
             // until this thread `leave`s.
             let response = unsafe { self.slot.get() };
@@ -331,10 +332,15 @@ impl<'s, T, S: Slot<T>> Processing<'s, T, S> {
     /// this thread can send it without reading it back.
     pub fn complete(self, response: impl Into<Arc<T>>) -> Arc<T> {
         let response = response.into();
-        let this = std::mem::ManuallyDrop::new(self);
-        this.session
-            .publish(this.request.get(), Arc::clone(&response));
+        self.publish(Arc::clone(&response));
         response
+    }
+
+    /// As [`complete`](Self::complete), without handing the response back: saves the
+    /// reference-count round trip when this thread does not send it itself.
+    pub fn publish(self, response: impl Into<Arc<T>>) {
+        let this = std::mem::ManuallyDrop::new(self);
+        this.session.publish(this.request.get(), response.into());
     }
 
     /// Gives the request up: it gets no response and is never processed again; every

@@ -336,12 +336,12 @@ impl StateWord {
         }
     }
 
-    /// Registers a reader of request `m`'s response; fails with the current word when
-    /// the word is not `Ready(m)` with a response. Waits (briefly) only when all reader
+    /// Registers a reader of request `m`'s response, starting from the caller's
+    /// snapshot `seen`; fails with the current word when the word is not `Ready(m)`
+    /// with a response. Waits (briefly) only when all reader
     /// places are taken.
     #[inline]
-    pub fn enter(&self, m: u64) -> Result<(), Word> {
-        let mut seen = self.load();
+    pub fn enter_from(&self, mut seen: Word, m: u64) -> Result<(), Word> {
         let backoff = Backoff::new();
         loop {
             if !(seen.has_response() && seen.request() == m) {
@@ -365,7 +365,13 @@ impl StateWord {
         }
     }
 
-    /// Ends a reader's window opened by `enter`.
+    /// `enter_from` a fresh snapshot.
+    #[cfg_attr(not(any(test, fuzzing)), allow(dead_code))]
+    pub fn enter(&self, m: u64) -> Result<(), Word> {
+        self.enter_from(self.load(), m)
+    }
+
+    /// Ends a reader's window opened by `enter_from`.
     #[inline]
     pub fn leave(&self) {
         // ORDERING: release pairs with the acquire in `drain_readers`: our clone of the
