@@ -1,97 +1,92 @@
-//! One request cycle and the re-request paths, on one thread, for every implementation.
+//! Workloads 1 and 2, on one thread, for every implementation:
 //!
-//! One workload definition ([`Implementation`]) runs against each peer, so the ratios
-//! printed by criterion compare like with like: `cargo bench --bench cycle`.
+//! 1. `cycle`: the uncontended request cycle — triage, publish, read the response back
+//!    as a resending handler would (`try_get` / the seed's `wait_get_response`); the
+//!    bare-atomics floor runs here as the lower bound.
+//! 2. `resend_ready`: a re-request of the answered current request (triage says
+//!    resend, then read); `resend_processing`: a re-request while the request is still
+//!    being processed (triage says resend, and the non-blocking probe says pending:
+//!    `try_get` gives `Pending`, the locks' `would_block` says so).
+//!
+//! `cargo bench --bench cycle`; `cargo run --release --example bench_report` tabulates.
 
 // criterion_group! generates public functions without docs.
 #![allow(missing_docs)]
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use exactly_once::baseline::Baseline;
-use exactly_once::{ArcSwapSessionState, RequestNr, SessionState, Triage};
+#[macro_use]
+mod peers;
+
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
+use peers::floor::BareAtomicsFloor;
+use peers::{Cycle, Implementation, Response};
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::Duration;
 
-type Response = Arc<u64>;
+type Group<'c> = BenchmarkGroup<'c, WallTime>;
 
-/// The operations a workload needs, each implementation in its natural API.
-trait Implementation: Default {
-    const NAME: &'static str;
-    /// Triage `m` (which must be processable), publish `r`, read it back as a resend would.
-    fn cycle(&self, m: u64, r: &Response) -> Response;
-    /// Re-request of the current, answered request.
-    fn resend(&self, m: u64) -> Response;
-}
-
-macro_rules! lock_free {
-    ($ty:ty, $name:literal) => {
-        impl Implementation for $ty {
-            const NAME: &'static str = $name;
-
-            #[inline]
-            fn cycle(&self, m: u64, r: &Response) -> Response {
-                let m = RequestNr::new(m).unwrap();
-                match self.triage(m) {
-                    Triage::Process(guard) => drop(guard.complete(Arc::clone(r))),
-                    other => panic!("cycle got {other:?}"),
-                }
-                self.try_get(m).unwrap()
-            }
-
-            #[inline]
-            fn resend(&self, m: u64) -> Response {
-                let m = RequestNr::new(m).unwrap();
-                assert!(matches!(self.triage(m), Triage::Resend));
-                self.try_get(m).unwrap()
-            }
-        }
-    };
-}
-
-lock_free!(SessionState<u64>, "lock-free counted slot");
-lock_free!(ArcSwapSessionState<u64>, "lock-free arc-swap slot");
-
-impl Implementation for Baseline<u64> {
-    const NAME: &'static str = "std Mutex+Condvar (seed port)";
-
-    #[inline]
-    fn cycle(&self, m: u64, r: &Response) -> Response {
-        assert_eq!(self.triage_request(m), (true, true));
-        self.set_response(Arc::clone(r));
-        self.wait_get_response(m).unwrap()
-    }
-
-    #[inline]
-    fn resend(&self, m: u64) -> Response {
-        assert_eq!(self.triage_request(m), (false, true));
-        self.wait_get_response(m).unwrap()
-    }
-}
-
-fn bench_cycle<I: Implementation>(c: &mut Criterion) {
+fn request_cycle<I: Cycle>(group: &mut Group<'_>) {
     let response: Response = Arc::new(7);
-    c.benchmark_group("cycle")
-        .bench_function(BenchmarkId::from_parameter(I::NAME), |b| {
-            let session = I::default();
-            let mut m = 0;
-            b.iter(|| {
-                m += 1;
-                black_box(session.cycle(m, &response))
-            })
-        });
-    c.benchmark_group("resend_ready")
-        .bench_function(BenchmarkId::from_parameter(I::NAME), |b| {
-            let session = I::default();
-            session.cycle(1, &response);
-            b.iter(|| black_box(session.resend(1)))
-        });
+    group.bench_function(I::ID, |b| {
+        let session = I::default();
+        let mut m = 0;
+        b.iter(|| {
+            m += 1;
+            black_box(peers::cycle(&session, black_box(m), &response))
+        })
+    });
 }
 
-fn all(c: &mut Criterion) {
-    bench_cycle::<SessionState<u64>>(c);
-    bench_cycle::<ArcSwapSessionState<u64>>(c);
-    bench_cycle::<Baseline<u64>>(c);
+fn resend_ready<I: Implementation>(group: &mut Group<'_>) {
+    let session = I::default();
+    peers::cycle(&session, 1, &Arc::new(7));
+    group.bench_function(I::ID, |b| {
+        b.iter(|| {
+            session.triage_resend(black_box(1));
+            black_box(session.read(1))
+        })
+    });
 }
 
-criterion_group!(benches, all);
+fn resend_processing<I: Implementation>(group: &mut Group<'_>) {
+    let session = I::default();
+    let processing = session.process(1);
+    group.bench_function(I::ID, |b| {
+        b.iter(|| {
+            session.triage_resend(black_box(1));
+            assert!(session.is_pending(black_box(1)));
+        })
+    });
+    I::complete(processing, Arc::new(7));
+}
+
+fn group<'c>(c: &'c mut Criterion, name: &str, measure: Duration) -> Group<'c> {
+    let mut group = c.benchmark_group(name);
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(measure);
+    group
+}
+
+fn workloads(c: &mut Criterion) {
+    let mut cycle = group(c, "cycle", Duration::from_secs(3));
+    each_implementation!(request_cycle(&mut cycle));
+    request_cycle::<BareAtomicsFloor>(&mut cycle);
+    cycle.finish();
+
+    let mut ready = group(c, "resend_ready", Duration::from_secs(2));
+    each_implementation!(resend_ready(&mut ready));
+    ready.finish();
+
+    let mut processing = group(c, "resend_processing", Duration::from_secs(2));
+    each_implementation!(resend_processing(&mut processing));
+    processing.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = peers::criterion();
+    targets = workloads
+}
 criterion_main!(benches);

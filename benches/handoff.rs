@@ -1,0 +1,202 @@
+//! Workloads 4 and 5: hand-offs to parked threads, for every implementation.
+//!
+//! 4. `handoff`: ping-pong between two threads through sessions; one iteration is a
+//!    round trip (A publishes `k`, B wakes and publishes `k` back, A wakes).
+//! 5. `wake/W`: one thread publishes request `m` while W threads are parked waiting
+//!    for it; one iteration lasts from the publish until the last waiter has returned.
+//!
+//! The seed hangs when asked to wait for a number that is not triaged yet, so every
+//! wait here is for a number its publisher has already triaged. In the ping-pong each
+//! direction therefore alternates between two sessions, and each thread triages the
+//! next round's number before publishing the current one: the waiter never waits
+//! ahead of the triage, and the publisher never triages past a response the waiter
+//! has not read yet. Every implementation runs exactly these calls.
+//!
+//! `cargo bench --bench handoff`.
+
+// criterion_group! generates public functions without docs.
+#![allow(missing_docs)]
+
+#[macro_use]
+mod peers;
+
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode,
+};
+use peers::{Implementation, Response};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const WAITERS: [usize; 3] = [1, 4, 16];
+
+type Group<'c> = BenchmarkGroup<'c, WallTime>;
+
+fn handoff<I: Implementation>(group: &mut Group<'_>) {
+    group.bench_function(I::ID, |b| b.iter_custom(round_trips::<I>));
+}
+
+fn round_trips<I: Implementation>(rounds: u64) -> Duration {
+    let a_to_b: [I; 2] = Default::default();
+    let b_to_a: [I; 2] = Default::default();
+    let start = Barrier::new(2);
+    thread::scope(|scope| {
+        scope.spawn(|| play(&b_to_a, &a_to_b, rounds, false, &start));
+        play(&a_to_b, &b_to_a, rounds, true, &start)
+    })
+}
+
+/// One side of the ping-pong: publishes round `k` on `own[k % 2]` and waits for round
+/// `k` on `other[k % 2]` — the leader publishes first, the echo waits first.
+fn play<I: Implementation>(
+    own: &[I; 2],
+    other: &[I; 2],
+    rounds: u64,
+    leads: bool,
+    start: &Barrier,
+) -> Duration {
+    let response: Response = Arc::new(7);
+    let mut triaged = [None, Some(own[1].process(1))];
+    start.wait();
+    let began = Instant::now();
+    for k in 1..=rounds {
+        let (this, next) = ((k % 2) as usize, ((k + 1) % 2) as usize);
+        if !leads {
+            black_box(other[this].wait_for(k));
+        }
+        // The other side has read round k - 1 from own[next]: this triage cannot take
+        // a response from under it, and is done before it can wait for round k + 1.
+        triaged[next] = Some(own[next].process(k + 1));
+        let processing = triaged[this].take().expect("triaged a round ahead");
+        I::complete(processing, Arc::clone(&response));
+        if leads {
+            black_box(other[this].wait_for(k));
+        }
+    }
+    began.elapsed()
+}
+
+fn wake<I: Implementation>(group: &mut Group<'_>, waiters: usize) {
+    group.bench_with_input(BenchmarkId::new(I::ID, waiters), &waiters, |b, &w| {
+        b.iter_custom(|iters| wake_parked::<I>(w, iters))
+    });
+}
+
+/// A waiter thread as the publisher sees it: whether it is about to wait, and its
+/// kernel thread id, to tell from `/proc` when it is asleep.
+struct Waiter {
+    armed: AtomicBool,
+    tid: AtomicU64,
+    returned_at: AtomicU64,
+}
+
+fn wake_parked<I: Implementation>(waiters: usize, iters: u64) -> Duration {
+    let session = I::default();
+    let response: Response = Arc::new(7);
+    let gate = Barrier::new(waiters + 1);
+    let done = Barrier::new(waiters + 1);
+    let epoch = Instant::now();
+    let since_epoch = || epoch.elapsed().as_nanos() as u64;
+    let states: Vec<Waiter> = (0..waiters)
+        .map(|_| Waiter {
+            armed: AtomicBool::new(false),
+            tid: AtomicU64::new(0),
+            returned_at: AtomicU64::new(0),
+        })
+        .collect();
+    thread::scope(|scope| {
+        for me in &states {
+            let (session, gate, done) = (&session, &gate, &done);
+            scope.spawn(move || {
+                me.tid.store(own_tid().unwrap_or(0), Ordering::Relaxed);
+                for m in 1..=iters {
+                    gate.wait();
+                    me.armed.store(true, Ordering::SeqCst);
+                    black_box(session.wait_for(m));
+                    me.returned_at.store(since_epoch(), Ordering::Relaxed);
+                    me.armed.store(false, Ordering::SeqCst);
+                    done.wait();
+                }
+            });
+        }
+        let mut total = Duration::ZERO;
+        for m in 1..=iters {
+            let processing = session.process(m);
+            gate.wait();
+            wait_until_asleep(&states);
+            let published_at = since_epoch();
+            I::complete(processing, Arc::clone(&response));
+            done.wait();
+            let last = states.iter().map(|w| w.returned_at.load(Ordering::Relaxed));
+            total += Duration::from_nanos(last.max().unwrap_or(0) - published_at);
+        }
+        total
+    })
+}
+
+/// Returns once every waiter is armed and asleep in the kernel (its only blocking call
+/// once armed is the wait under test). Without `/proc`, sleeps a millisecond instead.
+fn wait_until_asleep(waiters: &[Waiter]) {
+    // Twice in a row: a waiter briefly asleep on a lock port's mutex, on its way to
+    // the condvar, is seen awake the second time.
+    for _ in 0..2 {
+        for w in waiters {
+            loop {
+                let armed = w.armed.load(Ordering::SeqCst);
+                match asleep(w.tid.load(Ordering::Relaxed)) {
+                    None => return thread::sleep(Duration::from_millis(1)),
+                    Some(true) if armed => break,
+                    Some(_) => thread::yield_now(),
+                }
+            }
+        }
+    }
+}
+
+/// This thread's kernel id, from the `/proc/thread-self` link (`<pid>/task/<tid>`).
+fn own_tid() -> Option<u64> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    link.file_name()?.to_str()?.parse().ok()
+}
+
+/// Whether thread `tid` of this process is sleeping (`S` in its `stat`).
+fn asleep(tid: u64) -> Option<bool> {
+    if tid == 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    Some(after_name.trim_start().starts_with('S'))
+}
+
+fn workloads(c: &mut Criterion) {
+    let mut group = c.benchmark_group("handoff");
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    each_implementation!(handoff(&mut group));
+    group.finish();
+
+    let mut group = c.benchmark_group("wake");
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(1500));
+    for w in WAITERS {
+        each_implementation!(wake(&mut group, w));
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = peers::criterion();
+    targets = workloads
+}
+criterion_main!(benches);
