@@ -34,6 +34,7 @@ mod session;
 pub mod slot;
 mod state;
 mod sync;
+pub mod transport;
 
 pub use error::{InvalidRequestNr, SetResponseError, TryGetError, WaitError, WaitTimeoutError};
 pub use request::RequestNr;
