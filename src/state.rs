@@ -60,21 +60,25 @@ impl Word {
     /// `Ready(0)`: request 0 counts as done, so request 1 can start.
     pub const INITIAL: Word = Word(READY);
 
+    /// `Processing(request)` with no flags and no readers.
     #[inline]
     pub const fn processing(request: u64) -> Word {
         Word(request << REQUEST_SHIFT)
     }
 
+    /// `n`, the newest accepted request.
     #[inline]
     pub const fn request(self) -> u64 {
         self.0 >> REQUEST_SHIFT
     }
 
+    /// `Ready(n)` (abandoned or not) rather than `Processing(n)`.
     #[inline]
     pub const fn is_ready(self) -> bool {
         self.0 & READY != 0
     }
 
+    /// `Ready(n)` whose outcome is `Abandoned`.
     #[inline]
     pub const fn is_abandoned(self) -> bool {
         self.0 & ABANDONED != 0
@@ -86,16 +90,19 @@ impl Word {
         self.0 & (READY | ABANDONED) == READY
     }
 
+    /// Some thread may be parked on the futex.
     #[inline]
     pub const fn is_parked(self) -> bool {
         self.0 & PARKED != 0
     }
 
+    /// `Processing(n)` claimable by the seed's `set_response`.
     #[inline]
     pub const fn is_unguarded(self) -> bool {
         self.0 & UNGUARDED != 0
     }
 
+    /// Readers inside their window.
     #[inline]
     pub const fn readers(self) -> u64 {
         (self.0 & READER_MASK) >> READER_SHIFT
@@ -224,6 +231,7 @@ pub enum Decision {
     Busy,
 }
 
+/// The SPEC §2 table: what a triage of `m` does given the word `seen`.
 #[inline]
 pub fn decide(seen: Word, m: u64) -> Decision {
     let n = seen.request();
@@ -242,6 +250,8 @@ pub fn decide(seen: Word, m: u64) -> Decision {
 pub struct StateWord(AtomicU64);
 
 impl StateWord {
+    /// `Ready(0)`.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         StateWord(AtomicU64::new(Word::INITIAL.0))
     }
