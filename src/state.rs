@@ -347,8 +347,8 @@ impl StateWord {
     }
 
     /// Registers a reader of request `m`'s response, starting from the caller's
-    /// snapshot `seen`; fails with the current word when the word is not `Ready(m)`
-    /// with a response. Waits (briefly) only when all reader
+    /// snapshot `seen`; fails, with the value that showed it (`seen` itself or a newer
+    /// one), when the word is not `Ready(m)` with a response. Waits (briefly) only when all reader
     /// places are taken.
     #[inline]
     pub fn enter_from(&self, mut seen: Word, m: u64) -> Result<(), Word> {
