@@ -135,14 +135,11 @@ impl<T, S: Slot<T>> SessionState<T, S> {
 
     /// The outcome of request `m` if it is settled, without waiting.
     pub fn try_get(&self, m: RequestNr) -> Result<Arc<T>, TryGetError> {
-        loop {
-            match self.settled(m.get(), self.word.load()) {
-                Some(Some(Settled::Response(r))) => return Ok(r),
-                Some(Some(Settled::Abandoned)) => return Err(TryGetError::Abandoned),
-                Some(Some(Settled::Gone)) => return Err(TryGetError::Gone),
-                Some(None) => continue,
-                None => return Err(TryGetError::Pending),
-            }
+        match self.settled_now(m.get()) {
+            Some(Settled::Response(r)) => Ok(r),
+            Some(Settled::Abandoned) => Err(TryGetError::Abandoned),
+            Some(Settled::Gone) => Err(TryGetError::Gone),
+            None => Err(TryGetError::Pending),
         }
     }
 
@@ -224,11 +221,18 @@ impl<T, S: Slot<T>> SessionState<T, S> {
 
     /// The last look once the deadline has passed: a settled outcome still wins.
     fn outcome_at_deadline(&self, m: u64) -> Result<Arc<T>, WaitTimeoutError> {
+        self.settled_now(m)
+            .map_or(Err(WaitTimeoutError::TimedOut), Settled::into_result)
+    }
+
+    /// The outcome of `m` now (`None` while pending), reading the word again when it
+    /// moved on while the response was being read.
+    fn settled_now(&self, m: u64) -> Option<Settled<T>> {
         loop {
             match self.settled(m, self.word.load()) {
-                Some(Some(settled)) => return settled.into_result(),
+                Some(Some(settled)) => return Some(settled),
                 Some(None) => continue,
-                None => return Err(WaitTimeoutError::TimedOut),
+                None => return None,
             }
         }
     }
