@@ -63,7 +63,7 @@ pub enum SetResponseError {
     /// No request is being processed: the newest one already has its outcome. (The seed
     /// would overwrite that response; here a response that was delivered stays as it was.)
     NotProcessing,
-    /// The request being processed belongs to a [`Processing`](crate::Processing) guard,
+    /// The request being processed belongs to a [`ProcessGuard`](crate::ProcessGuard),
     /// or another `set_response` already claimed it: only that one may publish.
     Claimed,
 }

@@ -7,14 +7,14 @@
 //!
 //! | state \ m       | m < n   | m == n   | m == n + 1                | m > n + 1                     |
 //! |-----------------|---------|----------|---------------------------|-------------------------------|
-//! | `Ready(n)`      | `Stale` | `Resend` | `Process` → `Processing(m)` | `Process`, [`Processing::skipped`] > 0 |
+//! | `Ready(n)`      | `Stale` | `Resend` | `Process` → `Processing(m)` | `Process`, [`ProcessGuard::skipped`] > 0 |
 //! | `Processing(n)` | `Stale` | `Resend` | `Busy`                    | `Busy`                        |
 //!
-//! - Exactly one `Process` is handed out per accepted number, as a [`Processing`] guard;
+//! - Exactly one `Process` is handed out per accepted number, as a [`ProcessGuard`] guard;
 //!   the guard is the only way to publish, and dropping it (a panic included) abandons
 //!   the request: it is never processed a second time.
 //! - Happens-before: everything the processor did before
-//!   [`Processing::complete`] happens-before the return of that response from
+//!   [`ProcessGuard::complete`] happens-before the return of that response from
 //!   [`SessionState::wait`], [`SessionState::wait_until`] or [`SessionState::try_get`]
 //!   in any thread.
 //! - Every change that settles a waiter's outcome wakes it: complete, abandon, and a
@@ -38,9 +38,8 @@ pub mod transport;
 
 pub use error::{InvalidRequestNr, SetResponseError, TryGetError, WaitError, WaitTimeoutError};
 pub use request::RequestNr;
-pub use session::{Phase, Processing, SessionState, Status, Triage};
+pub use session::{Phase, ProcessGuard, SessionState, Status, Triage};
 pub use slot::{ArcSwapSlot, CountedSlot, Slot};
-pub use state::MAX_REQUEST;
 #[doc(hidden)]
 pub use sync::planted_bugs;
 

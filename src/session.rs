@@ -30,7 +30,7 @@ pub struct SessionState<T, S: Slot<T> = CountedSlot<T>> {
 pub enum Triage<'s, T, S: Slot<T> = CountedSlot<T>> {
     /// This thread, and no other ever, processes the request: publish its response
     /// through the guard (dropping the guard abandons the request).
-    Process(Processing<'s, T, S>),
+    Process(ProcessGuard<'s, T, S>),
     /// The request is (being) processed already: wait for its outcome and send that.
     Resend,
     /// An old request the client has already moved past: neither process nor send.
@@ -47,7 +47,7 @@ pub enum Triage<'s, T, S: Slot<T> = CountedSlot<T>> {
 /// a response or [`abandon`](Self::abandon) it. Dropping the guard, also by a panic
 /// unwinding through the handler, abandons the request and wakes every waiter.
 #[must_use = "dropping the guard abandons the request"]
-pub struct Processing<'s, T, S: Slot<T> = CountedSlot<T>> {
+pub struct ProcessGuard<'s, T, S: Slot<T> = CountedSlot<T>> {
     session: &'s SessionState<T, S>,
     request: RequestNr,
     previous: u64,
@@ -93,7 +93,7 @@ impl<T, S: Slot<T>> SessionState<T, S> {
     /// Decides what the thread that has just read request `m` must do (SPEC §2 table).
     pub fn triage(&self, m: RequestNr) -> Triage<'_, T, S> {
         match self.start(m) {
-            Ok(previous) => Triage::Process(Processing {
+            Ok(previous) => Triage::Process(ProcessGuard {
                 session: self,
                 request: m,
                 previous,
@@ -315,7 +315,7 @@ impl<T> Settled<T> {
     }
 }
 
-impl<'s, T, S: Slot<T>> Processing<'s, T, S> {
+impl<'s, T, S: Slot<T>> ProcessGuard<'s, T, S> {
     /// The request this guard settles.
     pub fn request(&self) -> RequestNr {
         self.request
@@ -354,7 +354,7 @@ impl<'s, T, S: Slot<T>> Processing<'s, T, S> {
     }
 }
 
-impl<T, S: Slot<T>> Drop for Processing<'_, T, S> {
+impl<T, S: Slot<T>> Drop for ProcessGuard<'_, T, S> {
     fn drop(&mut self) {
         self.session.abandon(self.request.get());
     }
@@ -372,9 +372,9 @@ impl<T, S: Slot<T>> fmt::Debug for SessionState<T, S> {
     }
 }
 
-impl<T, S: Slot<T>> fmt::Debug for Processing<'_, T, S> {
+impl<T, S: Slot<T>> fmt::Debug for ProcessGuard<'_, T, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Processing")
+        f.debug_struct("ProcessGuard")
             .field("request", &self.request)
             .field("previous", &self.previous)
             .finish()

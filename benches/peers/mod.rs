@@ -110,7 +110,7 @@ macro_rules! lock_free {
     ($ty:ty, $slot:ty, $id:literal) => {
         impl Cycle for $ty {
             const ID: &'static str = $id;
-            type Processing<'a> = exactly_once::Processing<'a, u64, $slot>;
+            type Processing<'a> = exactly_once::ProcessGuard<'a, u64, $slot>;
 
             #[inline]
             fn process(&self, m: u64) -> Self::Processing<'_> {

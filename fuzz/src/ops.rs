@@ -29,7 +29,7 @@
 
 use exactly_once::baseline::Baseline;
 use exactly_once::{
-    ArcSwapSlot, CountedSlot, InvalidRequestNr, Phase, Processing, RequestNr, SessionState,
+    ArcSwapSlot, CountedSlot, InvalidRequestNr, Phase, ProcessGuard, RequestNr, SessionState,
     SetResponseError, Slot, Status, Triage, TryGetError, WaitError, WaitTimeoutError,
 };
 use std::collections::{HashMap, HashSet};
@@ -482,7 +482,7 @@ impl Model {
 /// A simulated handler thread.
 enum Handler<'s, S: Slot<u64>> {
     Idle,
-    Holding(Processing<'s, u64, S>),
+    Holding(ProcessGuard<'s, u64, S>),
     Resending(RequestNr),
 }
 
@@ -568,7 +568,7 @@ impl<'s, S: Slot<u64>> Run<'s, S> {
         usize::from(handler) % self.handlers.len()
     }
 
-    fn guards(&self) -> impl Iterator<Item = &Processing<'s, u64, S>> {
+    fn guards(&self) -> impl Iterator<Item = &ProcessGuard<'s, u64, S>> {
         self.handlers.iter().filter_map(|h| match h {
             Handler::Holding(g) => Some(g),
             _ => None,

@@ -354,7 +354,7 @@ impl Shared {
             in_handler: Cell::new(false),
             session: Cell::new(0),
         };
-        // A panicking handler unwinds through `serve`, dropping its `Processing` guard:
+        // A panicking handler unwinds through `serve`, dropping its `ProcessGuard`:
         // that abandons the request and wakes its waiters. Only this connection ends.
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| self.serve(&stream, &state)));
         let close = match outcome {
