@@ -14,8 +14,9 @@
 
 use exactly_once::baseline::Baseline;
 use exactly_once::{
-    ArcSwapSessionState, ArcSwapSlot, CountedSlot, InvalidRequestNr, Phase, ProcessGuard, RequestNr,
-    SessionState, SetResponseError, Slot, Status, Triage, TryGetError, WaitError, WaitTimeoutError,
+    ArcSwapSessionState, ArcSwapSlot, CountedSlot, InvalidRequestNr, Phase, ProcessGuard,
+    RequestNr, SessionState, SetResponseError, Slot, Status, Triage, TryGetError, WaitError,
+    WaitTimeoutError,
 };
 use std::sync::{mpsc, Arc};
 use std::thread::{self, Scope, ScopedJoinHandle};

@@ -1,9 +1,9 @@
 //! The packed state word, through the internals `cargo fuzz` exposes (`cfg(fuzzing)`).
 //!
 //! Input: first one set of [`Fields`] (request numbers biased to the edges 0, 1,
-//! MAX - 1, MAX, MAX + 1 and u64::MAX, readers to 0..=4096), checked through
+//! MAX - 1, MAX, MAX + 1 and u64::MAX, readers to 0..=1024), checked through
 //! `Word::encode`: valid fields round-trip exactly through `decode`, a request above
-//! MAX is `RequestTooLarge`, more than 4095 readers `TooManyReaders` (the request is
+//! MAX is `RequestTooLarge`, more than 1023 readers `TooManyReaders` (the request is
 //! checked first), an impossible combination `Invalid`; nothing wraps. Then the rest of
 //! the bytes drive a `StateWord` through transitions, each called only where its
 //! precondition (state.rs) holds, `enter_from` with a snapshot the word held a few
@@ -17,7 +17,7 @@ use exactly_once::RequestNr;
 use libfuzzer_sys::fuzz_target;
 
 const MAX: u64 = RequestNr::MAX;
-const MAX_READERS: u64 = 4095;
+const MAX_READERS: u64 = 1023;
 const MAX_TRANSITIONS: usize = 512;
 
 struct Reader<'a>(&'a [u8]);
@@ -61,7 +61,7 @@ impl Reader<'_> {
         }
     }
 
-    /// A reader count, mostly in 0..=4096.
+    /// A reader count, mostly in 0..=1024.
     fn readers(&mut self) -> u64 {
         match self.u8() % 8 {
             0 => 0,
