@@ -25,6 +25,7 @@
 //! See [`slot`] for the two response slots and [`baseline`] for the reference model.
 
 #![warn(missing_docs, missing_debug_implementations)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod baseline;
 mod error;
@@ -34,6 +35,8 @@ mod session;
 pub mod slot;
 mod state;
 mod sync;
+#[cfg(feature = "transport")]
+#[cfg_attr(docsrs, doc(cfg(feature = "transport")))]
 pub mod transport;
 
 pub use error::{InvalidRequestNr, SetResponseError, TryGetError, WaitError, WaitTimeoutError};

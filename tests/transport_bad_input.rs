@@ -1,3 +1,4 @@
+#![cfg(feature = "transport")]
 //! SPEC §4 "untrusted input": each bad input closes only its own connection, with a
 //! counted reason, and the server and another live session carry on.
 

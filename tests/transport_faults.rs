@@ -1,3 +1,4 @@
+#![cfg(feature = "transport")]
 //! Exactly-once through the transport while connections break at random, and a
 //! panicking handler.
 

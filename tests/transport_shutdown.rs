@@ -1,3 +1,4 @@
+#![cfg(feature = "transport")]
 //! Graceful shutdown lets a call in progress finish; forced shutdown does not wait.
 
 mod transport_support;
