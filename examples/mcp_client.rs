@@ -13,58 +13,78 @@
 
 mod support;
 
-use exactly_once::transport::{Client, ClientConfig, Direction};
-use std::net::Shutdown;
-use std::sync::{Arc, Mutex};
-use support::{flag, parsed};
+use clap::{Parser, ValueEnum};
+use exactly_once::transport::{Client, ClientConfig};
+
+/// Makes numbered calls in one session of a MUSCLE3-compatible MCP-over-TCP server,
+/// breaking its own connection at random, and checks every answer.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// The server's location, tcp:HOST:PORT.
+    #[arg(long)]
+    connect: String,
+    /// Calls to make.
+    #[arg(long, default_value_t = 100)]
+    calls: u64,
+    /// Probability that the client shuts its connection down before a send or receive.
+    #[arg(long, default_value_t = 0.0, value_parser = support::probability)]
+    fault_rate: f64,
+    /// Seed of the fault generator.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// What the server answers.
+    #[arg(long, value_enum, default_value_t = Expect::Echo)]
+    expect: Expect,
+    /// Log level of the library: off, error, warn, info, debug.
+    #[arg(long, default_value = "error")]
+    log: String,
+}
+
+/// The server's handler, as the client checks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Expect {
+    /// The request itself.
+    Echo,
+    /// Its execution count so far, 8 bytes little-endian (the only client).
+    Counter,
+}
+
+/// Whether `answer` is the right answer to call `i`, whose request was `request`.
+fn is_right(expect: Expect, i: u64, request: &[u8], answer: &[u8]) -> bool {
+    match expect {
+        Expect::Echo => answer == request,
+        Expect::Counter => <[u8; 8]>::try_from(answer).ok().map(u64::from_le_bytes) == Some(i),
+    }
+}
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    support::log_to_stderr(&flag(&args, "--log").unwrap_or_else(|| "error".into()));
-    let location = flag(&args, "--connect").unwrap_or_else(|| {
-        eprintln!("usage: mcp_client --connect tcp:HOST:PORT [--calls N] [--fault-rate P] [--expect counter]");
-        std::process::exit(2);
-    });
-    let calls: u64 = parsed(&args, "--calls", 100);
-    let rate: f64 = parsed(&args, "--fault-rate", 0.0);
-    let seed: u64 = parsed(&args, "--seed", 1);
-    let expect_counter = flag(&args, "--expect").as_deref() == Some("counter");
-
-    let rng = Mutex::new(fastrand::Rng::with_seed(seed));
+    let args = Args::parse();
+    support::log_to_stderr(&args.log);
     let config = ClientConfig {
-        fault_hook: Some(Arc::new(move |stream, _: Direction| {
-            if rng.lock().unwrap().f64() < rate {
-                let _ = stream.shutdown(Shutdown::Both);
-            }
-        })),
+        fault_hook: Some(support::random_shutdown(args.fault_rate, args.seed)),
         ..ClientConfig::default()
     };
-    let mut client = Client::connect(&location, config).unwrap_or_else(|e| {
+    let location = &args.connect;
+    let mut client = Client::connect(location, config).unwrap_or_else(|e| {
         eprintln!("cannot connect to {location}: {e}");
         std::process::exit(1);
     });
     let mut wrong = 0u64;
-    for i in 1..=calls {
+    for i in 1..=args.calls {
         let request = format!("call {i}").into_bytes();
         let answer = client.call(&request).unwrap_or_else(|e| {
             eprintln!("call {i} failed: {e}");
             std::process::exit(1);
         });
-        if expect_counter {
-            let count = <[u8; 8]>::try_from(&answer[..])
-                .ok()
-                .map(u64::from_le_bytes);
-            if count != Some(i) {
-                eprintln!("call {i} answered with {count:?}");
-                wrong += 1;
-            }
-        } else if answer != request {
+        if !is_right(args.expect, i, &request, &answer) {
             eprintln!("call {i} answered with {answer:?}");
             wrong += 1;
         }
     }
     println!(
-        "calls {calls} wrong {wrong} reconnects {} session {}",
+        "calls {} wrong {wrong} reconnects {} session {}",
+        args.calls,
         client.reconnects(),
         client.session_id()
     );

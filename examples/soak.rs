@@ -7,18 +7,44 @@
 //!
 //! Each client makes numbered calls in its own session; the handler records, per client,
 //! the last call it executed, so a call executed twice (duplicate) or skipped (loss) is
-//! caught where it happens, and each answer must name the call it answers. Prints a
-//! progress line on stderr each second and a summary on stdout; exits 1 on any
-//! duplicate, loss, wrong answer or failed call.
+//! caught where it happens, and each answer must name the call it answers. Latencies go
+//! to fixed-size histograms, so memory stays flat however long it runs. Shows a progress
+//! bar on a terminal (one plain line per interval on stderr otherwise) and prints a
+//! summary on stdout; exits 1 on any duplicate, loss, wrong answer or failed call.
 
 mod support;
 
-use exactly_once::transport::{Client, ClientConfig, Direction, Server, ServerConfig};
-use std::net::Shutdown;
+use clap::Parser;
+use exactly_once::transport::{Client, ClientConfig, FaultHook, Server, ServerConfig};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{flag, parsed};
+use support::{Latencies, Progress};
+
+/// One server and many reconnecting clients in one process, their connections shut
+/// down at random; every call must execute exactly once.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// How long to run, in seconds.
+    #[arg(long, default_value_t = 30.0, value_parser = support::seconds)]
+    duration: f64,
+    /// Client threads, each with its own session.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    clients: u64,
+    /// Probability that a client shuts its connection down before a send or receive.
+    #[arg(long, default_value_t = 0.01, value_parser = support::probability)]
+    fault_rate: f64,
+    /// Bytes of padding in each request, after the 16-byte header.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Seconds between progress reports.
+    #[arg(long, default_value_t = 1.0, value_parser = support::seconds)]
+    interval: f64,
+    /// Log level of the library: off, error, warn, info, debug.
+    #[arg(long, default_value = "off")]
+    log: String,
+}
 
 struct Tally {
     executions: AtomicU64,
@@ -29,6 +55,26 @@ struct Tally {
     wrong_answers: AtomicU64,
     failed_calls: AtomicU64,
     reconnects: AtomicU64,
+}
+
+impl Tally {
+    fn new(clients: u64) -> Self {
+        Tally {
+            executions: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            losses: AtomicU64::new(0),
+            last_executed: (0..clients).map(|_| AtomicU64::new(0)).collect(),
+            calls: AtomicU64::new(0),
+            wrong_answers: AtomicU64::new(0),
+            failed_calls: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+        }
+    }
+}
+
+fn load(counter: &AtomicU64) -> u64 {
+    // ORDERING: tallies, read for reports and after the client threads are joined.
+    counter.load(Ordering::Relaxed)
 }
 
 fn handler(tally: Arc<Tally>) -> impl Fn(&[u8]) -> Vec<u8> + Send + Sync {
@@ -49,31 +95,24 @@ fn handler(tally: Arc<Tally>) -> impl Fn(&[u8]) -> Vec<u8> + Send + Sync {
     }
 }
 
-fn run_client(
-    id: u64,
-    location: &str,
-    rate: f64,
-    payload: usize,
-    stop: &AtomicBool,
-    tally: &Tally,
-) -> Vec<u32> {
-    let rng = Mutex::new(fastrand::Rng::with_seed(id));
+/// The connection faults of client `id`: the one place to swap in another fault hook.
+fn faults(id: u64, rate: f64) -> FaultHook {
+    support::random_shutdown(rate, id)
+}
+
+fn run_client(id: u64, location: &str, args: &Args, stop: &AtomicBool, tally: &Tally) -> Latencies {
     let config = ClientConfig {
-        fault_hook: Some(Arc::new(move |stream, _: Direction| {
-            if rng.lock().unwrap().f64() < rate {
-                let _ = stream.shutdown(Shutdown::Both);
-            }
-        })),
+        fault_hook: Some(faults(id, args.fault_rate)),
         initial_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(50),
         ..ClientConfig::default()
     };
-    let mut latencies_us = Vec::new();
+    let mut latencies = Latencies::default();
     let Ok(mut client) = Client::connect(location, config) else {
         tally.failed_calls.fetch_add(1, Ordering::Relaxed);
-        return latencies_us;
+        return latencies;
     };
-    let mut request = vec![0u8; 16 + payload];
+    let mut request = vec![0u8; 16 + args.payload];
     request[..8].copy_from_slice(&id.to_le_bytes());
     let mut call = 0u64;
     // ORDERING: a stop flag; the joins publish everything else.
@@ -92,107 +131,99 @@ fn run_client(
                 break;
             }
         }
-        latencies_us.push(start.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        latencies.record(start.elapsed());
         tally.calls.fetch_add(1, Ordering::Relaxed);
     }
     tally
         .reconnects
         .fetch_add(client.reconnects(), Ordering::Relaxed);
     client.close();
-    latencies_us
+    latencies
 }
 
-fn percentile(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i] as f64 / 1000.0
-}
-
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    support::log_to_stderr(&flag(&args, "--log").unwrap_or_else(|| "off".into()));
-    let duration = Duration::from_secs_f64(parsed(&args, "--duration", 30.0));
-    let clients: u64 = parsed(&args, "--clients", 16);
-    let rate: f64 = parsed(&args, "--fault-rate", 0.01);
-    let payload: usize = parsed(&args, "--payload", 64);
-
-    let tally = Arc::new(Tally {
-        executions: AtomicU64::new(0),
-        duplicates: AtomicU64::new(0),
-        losses: AtomicU64::new(0),
-        last_executed: (0..clients).map(|_| AtomicU64::new(0)).collect(),
-        calls: AtomicU64::new(0),
-        wrong_answers: AtomicU64::new(0),
-        failed_calls: AtomicU64::new(0),
-        reconnects: AtomicU64::new(0),
-    });
-    let server = Server::bind(
-        "127.0.0.1:0",
-        ServerConfig::default(),
-        handler(Arc::clone(&tally)),
-    )
-    .expect("bind 127.0.0.1");
+/// Runs every client until the duration is over, reporting progress meanwhile, and
+/// returns their latencies merged.
+fn run_clients(args: &Args, server: &Server, tally: &Tally) -> Latencies {
     let location = server.location();
+    let duration = Duration::from_secs_f64(args.duration);
+    let interval = Duration::from_secs_f64(args.interval.max(0.01));
     let stop = AtomicBool::new(false);
+    let progress = Progress::new(duration);
     let start = Instant::now();
-    eprintln!(
-        "soak: {clients} clients, fault rate {rate} per send/receive, {duration:?} on {location}"
-    );
-
-    let mut latencies: Vec<u32> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..clients)
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..args.clients)
             .map(|id| {
-                let (location, stop, tally) = (&location, &stop, &*tally);
-                s.spawn(move || run_client(id, location, rate, payload, stop, tally))
+                let (location, stop) = (&location, &stop);
+                s.spawn(move || run_client(id, location, args, stop, tally))
             })
             .collect();
         while start.elapsed() < duration {
-            std::thread::sleep(
-                Duration::from_secs(1).min(duration.saturating_sub(start.elapsed())),
-            );
-            let calls = tally.calls.load(Ordering::Relaxed);
-            eprint!(
-                "\r[{:>5.1}s] calls {calls:>9}  calls/s {:>8.0}  resumed {:>7}",
-                start.elapsed().as_secs_f64(),
+            std::thread::sleep(interval.min(duration.saturating_sub(start.elapsed())));
+            let calls = load(&tally.calls);
+            progress.report(&format!(
+                "calls {calls}  calls/s {:.0}  resumed {}  duplicates {}  losses {}",
                 calls as f64 / start.elapsed().as_secs_f64(),
                 server.counters().sessions_resumed,
-            );
+                load(&tally.duplicates),
+                load(&tally.losses),
+            ));
         }
-        eprintln!();
+        progress.finish();
+        // ORDERING: see `run_client`.
         stop.store(true, Ordering::Relaxed);
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap())
-            .collect()
-    });
-    let elapsed = start.elapsed();
-    latencies.sort_unstable();
+        let mut merged = Latencies::default();
+        for worker in workers {
+            merged.add(&worker.join().expect("client thread"));
+        }
+        merged
+    })
+}
 
-    let counters = server.counters();
-    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+/// Prints the summary; returns how many calls went wrong.
+fn report(args: &Args, elapsed: Duration, tally: &Tally, latencies: &Latencies) -> u64 {
     let calls = load(&tally.calls);
     let executions = load(&tally.executions);
     // A loss that never reached the handler: a call answered that was never executed.
     let unexecuted = calls.saturating_sub(executions);
     let losses = load(&tally.losses) + unexecuted;
     let duplicates = load(&tally.duplicates);
-    let bad = duplicates + losses + load(&tally.wrong_answers) + load(&tally.failed_calls);
-    println!("clients        {clients}");
+    let (wrong, failed) = (load(&tally.wrong_answers), load(&tally.failed_calls));
+    println!("clients        {}", args.clients);
     println!("duration       {:.1} s", elapsed.as_secs_f64());
     println!("calls          {calls}");
     println!("executions     {executions}");
     println!("duplicates     {duplicates}");
     println!("losses         {losses}");
-    println!("wrong answers  {}", load(&tally.wrong_answers));
-    println!("failed calls   {}", load(&tally.failed_calls));
+    println!("wrong answers  {wrong}");
+    println!("failed calls   {failed}");
     println!("reconnects     {}", load(&tally.reconnects));
-    println!("resent         {}", counters.requests_resent);
     println!("calls/s        {:.0}", calls as f64 / elapsed.as_secs_f64());
-    println!("latency p50    {:.3} ms", percentile(&latencies, 0.50));
-    println!("latency p99    {:.3} ms", percentile(&latencies, 0.99));
-    println!("latency max    {:.3} ms", percentile(&latencies, 1.0));
+    println!("latency        {}", latencies.summary("ms"));
+    duplicates + losses + wrong + failed
+}
+
+fn main() {
+    let args = Args::parse();
+    support::log_to_stderr(&args.log);
+    let tally = Arc::new(Tally::new(args.clients));
+    let server = Server::bind(
+        "127.0.0.1:0",
+        ServerConfig::default(),
+        handler(Arc::clone(&tally)),
+    )
+    .expect("bind 127.0.0.1");
+    eprintln!(
+        "soak: {} clients, fault rate {} per send/receive, {} s on {}",
+        args.clients,
+        args.fault_rate,
+        args.duration,
+        server.location()
+    );
+    let start = Instant::now();
+    let latencies = run_clients(&args, &server, &tally);
+    let bad = report(&args, start.elapsed(), &tally, &latencies);
+    let counters = server.counters();
+    println!("resent         {}", counters.requests_resent);
     let cut = server.shutdown(Duration::from_secs(5));
     println!(
         "closed w/ err  {} (cut at shutdown: {cut})",
