@@ -23,6 +23,22 @@
 //!   nobody is parked.
 //!
 //! See [`slot`] for the two response slots and [`baseline`] for the reference model.
+//!
+//! # Features and their entry points
+//!
+//! | feature | default | entry point | adds |
+//! |---|---|---|---|
+//! | (none) | always | [`SessionState`]: `triage`, `wait`, `wait_timeout`, `try_get` | the state machine alone: no `tracing`, no networking |
+//! | `transport` | on | `exactly_once::transport::{Server, Client}` | MUSCLE3's MCP over TCP, a thread per connection; `tracing` |
+//! | `async` | off | `SessionState::wait_async` | a future that waits for a response; `event-listener` |
+//! | `tower` | off (implies `async`) | `exactly_once::tower` | a `tower` layer giving a service exactly-once numbered requests |
+//!
+//! The state machine alone, for a server of your own:
+//!
+//! ```toml
+//! [dependencies]
+//! exactly-once = { version = "0.1", default-features = false }
+//! ```
 
 #![warn(missing_docs, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
