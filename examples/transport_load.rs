@@ -249,13 +249,9 @@ fn print_report(args: &Args, plan: &Plan, totals: &Totals, in_process: bool) {
     );
 }
 
-fn run_client(index: usize, plan: &Plan) -> Measured {
-    let mut measured = Measured {
-        latencies: Latencies::default(),
-        answered: 0,
-        errors: 0,
-        reconnects: 0,
-    };
+/// Connects client `index`, one client at a time, then waits for every other client;
+/// returns the client (if it could connect) and the start of the warmup.
+fn connect(index: usize, plan: &Plan) -> (Option<Client>, Instant) {
     let config = ClientConfig {
         // A server that is gone should cost the run seconds, not MUSCLE3's minute.
         reconnect_deadline: Duration::from_secs(5),
@@ -268,14 +264,26 @@ fn run_client(index: usize, plan: &Plan) -> Measured {
     // Every client passes the barrier, connected or not, so that none waits forever.
     plan.ready.wait();
     let epoch = *plan.epoch.get_or_init(Instant::now);
-    let mut client = match client {
-        Ok(client) => client,
+    match client {
+        Ok(client) => (Some(client), epoch),
         Err(e) => {
             eprintln!("client {index}: cannot connect to {}: {e}", plan.location);
             // ORDERING: a tally, read after the threads are joined.
             plan.failed_connects.fetch_add(1, Ordering::Relaxed);
-            return measured;
+            (None, epoch)
         }
+    }
+}
+
+fn run_client(index: usize, plan: &Plan) -> Measured {
+    let mut measured = Measured {
+        latencies: Latencies::default(),
+        answered: 0,
+        errors: 0,
+        reconnects: 0,
+    };
+    let (Some(mut client), epoch) = connect(index, plan) else {
+        return measured;
     };
     let count_from = epoch + plan.warmup;
     let stop_at = count_from + plan.duration;
