@@ -14,7 +14,7 @@
 mod support;
 
 use clap::{Parser, ValueEnum};
-use exactly_once::transport::{Client, ClientConfig};
+use exactly_once::transport::{faults, Client, ClientConfig};
 
 /// Makes numbered calls in one session of a MUSCLE3-compatible MCP-over-TCP server,
 /// breaking its own connection at random, and checks every answer.
@@ -62,7 +62,7 @@ fn main() {
     let args = Args::parse();
     support::log_to_stderr(&args.log);
     let config = ClientConfig {
-        fault_hook: Some(support::random_shutdown(args.fault_rate, args.seed)),
+        fault_hook: Some(faults::random_shutdowns(args.fault_rate, args.seed)),
         ..ClientConfig::default()
     };
     let location = &args.connect;

@@ -15,7 +15,7 @@
 mod support;
 
 use clap::Parser;
-use exactly_once::transport::{Client, ClientConfig, FaultHook, Server, ServerConfig};
+use exactly_once::transport::{faults, Client, ClientConfig, FaultHook, Server, ServerConfig};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -97,7 +97,7 @@ fn handler(tally: Arc<Tally>) -> impl Fn(&[u8]) -> Vec<u8> + Send + Sync {
 
 /// The connection faults of client `id`: the one place to swap in another fault hook.
 fn faults(id: u64, rate: f64) -> FaultHook {
-    support::random_shutdown(rate, id)
+    faults::random_shutdowns(rate, id)
 }
 
 fn run_client(id: u64, location: &str, args: &Args, stop: &AtomicBool, tally: &Tally) -> Latencies {

@@ -43,6 +43,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod answer;
 pub mod baseline;
 mod error;
 mod request;
@@ -51,6 +52,7 @@ mod session;
 pub mod slot;
 mod state;
 mod sync;
+pub mod table;
 #[cfg(feature = "transport")]
 #[cfg_attr(docsrs, doc(cfg(feature = "transport")))]
 pub mod transport;

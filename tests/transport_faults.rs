@@ -4,8 +4,9 @@
 
 mod transport_support;
 
+use exactly_once::transport::faults::random_shutdowns;
 use exactly_once::transport::{
-    Client, ClientConfig, ClientError, CloseReason, Direction, FaultHook, Server, ServerConfig,
+    Client, ClientConfig, ClientError, CloseReason, Direction, Server, ServerConfig,
 };
 use std::collections::HashMap;
 use std::net::Shutdown;
@@ -20,15 +21,6 @@ struct Ledger {
     executions: AtomicU64,
     by_request: Mutex<HashMap<Vec<u8>, u64>>,
     duplicates: AtomicU64,
-}
-
-fn random_shutdowns(rate: f64, seed: u64) -> FaultHook {
-    let rng = Mutex::new(fastrand::Rng::with_seed(seed));
-    Arc::new(move |stream, _direction: Direction| {
-        if rng.lock().unwrap().f64() < rate {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-    })
 }
 
 #[test]

@@ -1,15 +1,12 @@
-//! Small helpers shared by the transport examples: flags, Ctrl-C, logging, the fault
-//! hook, latency histograms and progress reports.
+//! Small helpers shared by the transport examples: flags, Ctrl-C, logging, latency
+//! histograms and progress reports.
 
 #![allow(dead_code)]
 
-use exactly_once::transport::{Direction, FaultHook};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
-use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The value after `--name`, if given.
@@ -70,17 +67,6 @@ pub fn log_to_stderr(level: &str) {
         .with_writer(std::io::stderr)
         .with_max_level(level)
         .init();
-}
-
-/// A client fault hook that shuts its connection down, both ways, before a send or a
-/// receive with probability `rate`, drawn from a generator seeded with `seed`.
-pub fn random_shutdown(rate: f64, seed: u64) -> FaultHook {
-    let rng = Mutex::new(fastrand::Rng::with_seed(seed));
-    Arc::new(move |stream, _: Direction| {
-        if rng.lock().unwrap_or_else(|e| e.into_inner()).f64() < rate {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-    })
 }
 
 /// Parses a probability, `0 <= p <= 1`, for `clap`.
