@@ -157,7 +157,7 @@ impl Progress {
     pub fn new(total: Duration) -> Self {
         let bar = std::io::stdout().is_terminal().then(|| {
             let bar = ProgressBar::new(total.as_millis().max(1) as u64);
-            let style = ProgressStyle::with_template("[{elapsed_precise}] {wide_bar} {msg}")
+            let style = ProgressStyle::with_template("[{elapsed_precise}] {bar:30} {msg}")
                 .expect("a valid progress template");
             bar.set_style(style);
             bar
