@@ -7,9 +7,9 @@
 //! the same schedule spelled out as operations.
 //!
 //! - Every file of the committed seed corpus `fuzz/corpus/ops/` replays clean.
-//! - The named schedules below are each one situation of SPEC §2 with several handler
-//!   threads; each is also in the seed corpus under its name (the test checks that the
-//!   file is its encoding; `FUZZ_CORPUS_WRITE=1` rewrites the files).
+//! - The named schedules below are each one situation of the transition table with
+//!   several handler threads; each is also in the seed corpus under its name (the test
+//!   checks that the file is its encoding; `FUZZ_CORPUS_WRITE=1` rewrites the files).
 //!
 //! (The `state_word` target drives the packed word's internals, which exist only under
 //! `cfg(fuzzing)`; its findings are pinned by unit tests in `src/state.rs` instead.)
