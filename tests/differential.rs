@@ -126,15 +126,27 @@ fn compare_common<S: Slot<u64>>(
     Ok(true)
 }
 
+/// Applies `ops` to `lf` and to a new baseline, comparing their states before and after
+/// each operation; `apply` performs the triages and responses, the model's own part.
+fn compare_with_baseline<S: Slot<u64>>(
+    lf: &SessionState<u64, S>,
+    ops: &[Op],
+    mut apply: impl FnMut(&Baseline<u64>, &Op, u64) -> Result<(), TestCaseError>,
+) -> Result<(), TestCaseError> {
+    let base = Baseline::<u64>::new();
+    for op in ops {
+        let current = compare_state(lf, &base)?;
+        if !compare_common(lf, &base, op, current)? {
+            apply(&base, op, current)?;
+        }
+    }
+    compare_state(lf, &base).map(drop)
+}
+
 /// Model A: the seed's calls on both sides.
 fn seed_calls_match_the_baseline<S: Slot<u64>>(ops: &[Op]) -> Result<(), TestCaseError> {
     let lf = SessionState::<u64, S>::new();
-    let base = Baseline::<u64>::new();
-    for op in ops {
-        let current = compare_state(&lf, &base)?;
-        if compare_common(&lf, &base, op, current)? {
-            continue;
-        }
+    compare_with_baseline(&lf, ops, |base, op, current| {
         match *op {
             Op::Triage(t) => {
                 let m = t.resolve_valid(current).get();
@@ -156,21 +168,15 @@ fn seed_calls_match_the_baseline<S: Slot<u64>>(ops: &[Op]) -> Result<(), TestCas
             },
             _ => unreachable!("compared by compare_common"),
         }
-    }
-    compare_state(&lf, &base)?;
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Model B: the typed API on the lock-free side, the seed's calls on the baseline.
 fn typed_api_matches_the_baseline<S: Slot<u64>>(ops: &[Op]) -> Result<(), TestCaseError> {
     let lf = SessionState::<u64, S>::new();
-    let base = Baseline::<u64>::new();
     let mut guard: Option<ProcessGuard<'_, u64, S>> = None;
-    for op in ops {
-        let current = compare_state(&lf, &base)?;
-        if compare_common(&lf, &base, op, current)? {
-            continue;
-        }
+    compare_with_baseline(&lf, ops, |base, op, current| {
         match *op {
             Op::Triage(t) => {
                 let m = t.resolve_valid(current);
@@ -205,8 +211,8 @@ fn typed_api_matches_the_baseline<S: Slot<u64>>(ops: &[Op]) -> Result<(), TestCa
             },
             _ => unreachable!("compared by compare_common"),
         }
-    }
-    compare_state(&lf, &base)?;
+        Ok(())
+    })?;
     if let Some(g) = guard {
         let _ = g.complete(0);
     }
