@@ -15,7 +15,9 @@ use model::Decided;
 
 /// Instantiates each listed generic test function `fn name<S: Slot<R>>()` as a `#[test]`
 /// once per response slot: `counted::name` and `arc_swap::name`. `R` is the response
-/// type, given first: `for_each_slot!(Vec<u8> => first_test, second_test);`.
+/// type, given first: `for_each_slot!(Vec<u8> => first_test, second_test);`. A generic
+/// test left out of the list is caught as dead code.
+#[allow(unused_macros)]
 macro_rules! for_each_slot {
     ($response:ty => $($test:ident),+ $(,)?) => {
         /// The tests on `SessionState<_, CountedSlot<_>>` (the default slot).
@@ -43,6 +45,7 @@ macro_rules! for_each_slot {
         }
     };
 }
+#[allow(unused_imports)]
 pub(crate) use for_each_slot;
 
 /// The response type of most tests: its text names its request.
