@@ -20,11 +20,20 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// The seed's state: the current request and, iff it is answered, its response.
 pub struct Baseline<T> {
-    state: Mutex<SeedState<T>>,
+    state: Mutex<Locked<T>>,
     response_ready: Condvar,
 }
 
-struct SeedState<T> {
+/// What the seed's `__str__` shows: the current request and whether it is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeedState {
+    /// The seed's `_cur_request`: the newest request triaged for processing.
+    pub cur_request: u64,
+    /// The seed's `_response is not None`: request `cur_request` has its response.
+    pub answered: bool,
+}
+
+struct Locked<T> {
     cur_request: u64,
     /// The seed's `_response is not None`.
     answered: bool,
@@ -35,7 +44,7 @@ impl<T> Baseline<T> {
     /// The seed's `__init__`: request 0 counts as answered.
     pub fn new() -> Self {
         Baseline {
-            state: Mutex::new(SeedState {
+            state: Mutex::new(Locked {
                 cur_request: 0,
                 answered: true,
                 response: None,
@@ -44,7 +53,7 @@ impl<T> Baseline<T> {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, SeedState<T>> {
+    fn lock(&self) -> MutexGuard<'_, Locked<T>> {
         // A poisoned lock only means a panic elsewhere; the state is still consistent.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -84,6 +93,16 @@ impl<T> Baseline<T> {
             }
         }
         None
+    }
+
+    /// The current request and whether it is answered, read under the lock (blocks while
+    /// another thread holds it, like every call of the seed).
+    pub fn state(&self) -> SeedState {
+        let s = self.lock();
+        SeedState {
+            cur_request: s.cur_request,
+            answered: s.answered,
+        }
     }
 
     /// Whether `wait_get_response(request_nr)` would block or spin right now. Not in the

@@ -6,8 +6,9 @@
 //! - Model A: the seed's three calls on both sides.
 //! - Model B: the typed API (`triage` + guard) on the lock-free side, the seed's calls
 //!   on the baseline.
-//! - Model C: abandons (the seed has none), against a small in-test model: every number
-//!   is processed at most once, and an abandoned request stays abandoned.
+//! - Model C: abandons (the seed has none), against the reference model of
+//!   `tests/support/model.rs` (the one the `ops` fuzz target uses): every number is
+//!   processed at most once, and an abandoned request stays abandoned.
 //!
 //! The seed hangs where `wait_get_response` would block single-threaded, so a wait is
 //! only performed where `Baseline::would_block` says it returns; where it would block,
@@ -15,46 +16,27 @@
 
 #![allow(missing_docs)]
 
+mod support;
+
 use exactly_once::baseline::Baseline;
 use exactly_once::{
-    ArcSwapSlot, CountedSlot, Phase, ProcessGuard, RequestNr, SessionState, SetResponseError, Slot,
-    Triage, TryGetError, WaitTimeoutError,
+    ProcessGuard, RequestNr, SessionState, SetResponseError, Slot, Triage, TryGetError,
 };
 use proptest::prelude::*;
-use proptest::test_runner::TestCaseError;
-use std::collections::HashSet;
+use proptest::test_runner::{TestCaseError, TestRunner};
+use std::fmt::Debug;
 use std::time::Instant;
+use support::model::{seed_view, Decided, Model, Target, MAX};
+use support::{for_each_slot, nr};
 
-const MAX: u64 = RequestNr::MAX;
-
-/// A request number, chosen relative to the session's current number when applied.
-#[derive(Clone, Copy, Debug)]
-enum Target {
-    /// `current + offset`, clamped to `1..=MAX`.
-    Near(i8),
-    /// `current + gap`, clamped to `MAX`.
-    Gap(u64),
-    /// Any valid number.
-    Anywhere(u64),
-}
-
-impl Target {
-    fn resolve(self, current: u64) -> u64 {
-        let m = match self {
-            Target::Near(offset) => i128::from(current) + i128::from(offset),
-            Target::Gap(gap) => i128::from(current) + i128::from(gap),
-            Target::Anywhere(m) => i128::from(m),
-        };
-        m.clamp(1, i128::from(MAX)) as u64
-    }
-}
-
+/// A request number near the session's current one, now and then far from it; always
+/// valid once resolved with [`Target::resolve_valid`].
 fn target() -> impl Strategy<Value = Target> {
     prop_oneof![
         12 => (-2i8..=3).prop_map(Target::Near),
-        2 => (2u64..=1000).prop_map(Target::Gap),
-        1 => (1u64..=MAX).prop_map(Target::Anywhere),
-        1 => (MAX - 3..=MAX).prop_map(Target::Anywhere),
+        2 => (0u16..=998).prop_map(Target::Gap),
+        1 => (1u64..=MAX).prop_map(Target::Raw),
+        1 => (0u8..=3).prop_map(Target::BelowMax),
     ]
 }
 
@@ -69,7 +51,7 @@ enum Op {
     Triage(Target),
     TriageInvalid(u64),
     /// Model A: the seed's `set_response`; model B: `complete` through the guard.
-    Respond(u32),
+    Respond(u64),
     Wait(Target),
     WaitInvalid(u64),
 }
@@ -78,57 +60,32 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         8 => target().prop_map(Op::Triage),
         1 => invalid_number().prop_map(Op::TriageInvalid),
-        5 => any::<u32>().prop_map(Op::Respond),
+        5 => any::<u64>().prop_map(Op::Respond),
         5 => target().prop_map(Op::Wait),
         1 => invalid_number().prop_map(Op::WaitInvalid),
     ]
 }
 
-fn nr(n: u64) -> RequestNr {
-    RequestNr::new(n).expect("a valid request number")
-}
-
-/// The baseline's `(cur_request, answered)`, read from its `Debug` (the seed's `__str__`).
-fn baseline_state(b: &Baseline<u32>) -> (u64, bool) {
-    let shown = format!("{b:?}");
-    let inner = shown
-        .strip_prefix("SessionState(")
-        .and_then(|s| s.strip_suffix(')'))
-        .unwrap_or_else(|| panic!("unexpected baseline Debug {shown}"));
-    let (cur, answered) = inner.split_once(", ").expect("two fields");
-    (
-        cur.parse().expect("a number"),
-        answered.parse().expect("a bool"),
-    )
-}
-
-/// Both sides agree on the current number and on whether it is answered.
-fn compare_state<S: Slot<u32>>(
-    lf: &SessionState<u32, S>,
-    base: &Baseline<u32>,
+/// Both sides agree on the current number and on whether it is answered; returns the
+/// current number.
+fn compare_state<S: Slot<u64>>(
+    lf: &SessionState<u64, S>,
+    base: &Baseline<u64>,
 ) -> Result<u64, TestCaseError> {
-    let (cur, answered) = baseline_state(base);
-    let status = lf.status();
-    prop_assert_eq!(status.request, cur, "{:?} vs {:?}", lf, base);
-    prop_assert_eq!(
-        status.phase != Phase::Processing,
-        answered,
-        "{:?} vs {:?}",
-        lf,
-        base
-    );
-    Ok(cur)
+    let seed = base.state();
+    prop_assert_eq!(seed_view(lf.status()), seed, "{:?} vs {:?}", lf, base);
+    Ok(seed.cur_request)
 }
 
 /// Waits for `m` on both sides where the seed would return, and checks that the
 /// lock-free side reports "pending" where the seed would block (or spin forever).
-fn compare_wait<S: Slot<u32>>(
-    lf: &SessionState<u32, S>,
-    base: &Baseline<u32>,
-    m: u64,
+fn compare_wait<S: Slot<u64>>(
+    lf: &SessionState<u64, S>,
+    base: &Baseline<u64>,
+    m: RequestNr,
 ) -> Result<(), TestCaseError> {
-    let settled = lf.try_get(nr(m));
-    if base.would_block(m) {
+    let settled = lf.try_get(m);
+    if base.would_block(m.get()) {
         prop_assert_eq!(settled, Err(TryGetError::Pending), "m = {}, {:?}", m, base);
         return Ok(());
     }
@@ -139,22 +96,60 @@ fn compare_wait<S: Slot<u32>>(
         m,
         base
     );
-    let expected = base.wait_get_response(m).map(|r| *r);
+    let expected = base.wait_get_response(m.get()).map(|r| *r);
     prop_assert_eq!(settled.ok().map(|r| *r), expected, "try_get({})", m);
-    let got = lf.wait_get_response(m).expect("a valid number").map(|r| *r);
+    let got = lf
+        .wait_get_response(m.get())
+        .expect("a valid number")
+        .map(|r| *r);
     prop_assert_eq!(got, expected, "wait_get_response({})", m);
     Ok(())
 }
 
-/// Model A: the seed's calls on both sides.
-fn seed_calls_match_the_baseline<S: Slot<u32>>(ops: &[Op]) -> Result<(), TestCaseError> {
-    let lf = SessionState::<u32, S>::new();
-    let base = Baseline::<u32>::new();
+/// The operations both models A and B apply the same way; false for the others.
+fn compare_common<S: Slot<u64>>(
+    lf: &SessionState<u64, S>,
+    base: &Baseline<u64>,
+    op: &Op,
+    current: u64,
+) -> Result<bool, TestCaseError> {
+    match *op {
+        Op::TriageInvalid(m) => {
+            prop_assert_eq!(lf.triage_request(m), Err(RequestNr::new(m).unwrap_err()));
+        }
+        Op::Wait(t) => compare_wait(lf, base, t.resolve_valid(current))?,
+        Op::WaitInvalid(m) => {
+            prop_assert_eq!(lf.wait_get_response(m), Err(RequestNr::new(m).unwrap_err()));
+        }
+        Op::Triage(_) | Op::Respond(_) => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Applies `ops` to `lf` and to a new baseline, comparing their states before and after
+/// each operation; `apply` performs the triages and responses, the model's own part.
+fn compare_with_baseline<S: Slot<u64>>(
+    lf: &SessionState<u64, S>,
+    ops: &[Op],
+    mut apply: impl FnMut(&Baseline<u64>, &Op, u64) -> Result<(), TestCaseError>,
+) -> Result<(), TestCaseError> {
+    let base = Baseline::<u64>::new();
     for op in ops {
-        let current = compare_state(&lf, &base)?;
+        let current = compare_state(lf, &base)?;
+        if !compare_common(lf, &base, op, current)? {
+            apply(&base, op, current)?;
+        }
+    }
+    compare_state(lf, &base).map(drop)
+}
+
+/// Model A: the seed's calls on both sides.
+fn seed_calls_match_the_baseline<S: Slot<u64>>(ops: &[Op]) -> Result<(), TestCaseError> {
+    let lf = SessionState::<u64, S>::new();
+    compare_with_baseline(&lf, ops, |base, op, current| {
         match *op {
             Op::Triage(t) => {
-                let m = t.resolve(current);
+                let m = t.resolve_valid(current).get();
                 prop_assert_eq!(
                     lf.triage_request(m),
                     Ok(base.triage_request(m)),
@@ -162,60 +157,47 @@ fn seed_calls_match_the_baseline<S: Slot<u32>>(ops: &[Op]) -> Result<(), TestCas
                     m
                 );
             }
-            Op::TriageInvalid(m) => {
-                prop_assert_eq!(lf.triage_request(m), Err(RequestNr::new(m).unwrap_err()));
-            }
             Op::Respond(v) => match lf.set_response(v) {
                 Ok(()) => base.set_response(v),
                 Err(SetResponseError::NotProcessing) => {
                     // Documented divergence: the seed would overwrite the response it
                     // holds. It must be holding one.
-                    prop_assert!(baseline_state(&base).1, "{:?}", base);
+                    prop_assert!(base.state().answered, "{:?}", base);
                 }
                 Err(e) => prop_assert!(false, "set_response: {:?} with no guards", e),
             },
-            Op::Wait(t) => compare_wait(&lf, &base, t.resolve(current))?,
-            Op::WaitInvalid(m) => {
-                prop_assert_eq!(lf.wait_get_response(m), Err(RequestNr::new(m).unwrap_err()));
-            }
+            _ => unreachable!("compared by compare_common"),
         }
-    }
-    compare_state(&lf, &base)?;
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Model B: the typed API on the lock-free side, the seed's calls on the baseline.
-fn typed_api_matches_the_baseline<S: Slot<u32>>(ops: &[Op]) -> Result<(), TestCaseError> {
-    let lf = SessionState::<u32, S>::new();
-    let base = Baseline::<u32>::new();
-    let mut guard: Option<ProcessGuard<'_, u32, S>> = None;
-    for op in ops {
-        let current = compare_state(&lf, &base)?;
+fn typed_api_matches_the_baseline<S: Slot<u64>>(ops: &[Op]) -> Result<(), TestCaseError> {
+    let lf = SessionState::<u64, S>::new();
+    let mut guard: Option<ProcessGuard<'_, u64, S>> = None;
+    compare_with_baseline(&lf, ops, |base, op, current| {
         match *op {
             Op::Triage(t) => {
-                let m = t.resolve(current);
-                let expected = base.triage_request(m);
-                let got = match lf.triage(nr(m)) {
+                let m = t.resolve_valid(current);
+                let expected = base.triage_request(m.get());
+                let triage = lf.triage(m);
+                let decided = Decided::of(&triage);
+                match triage {
                     Triage::Process(g) => {
                         prop_assert!(guard.is_none(), "two guards alive");
-                        prop_assert_eq!(g.request(), nr(m));
-                        prop_assert_eq!(g.previous(), current);
-                        prop_assert_eq!(g.skipped(), m - current - 1);
+                        prop_assert_eq!(g.request(), m);
+                        prop_assert_eq!(decided, Decided::Process { previous: current });
+                        prop_assert_eq!(g.skipped(), m.get() - current - 1);
                         guard = Some(g);
-                        (true, true)
                     }
-                    Triage::Resend => (false, true),
-                    Triage::Stale => (false, false),
                     Triage::Busy { current: busy } => {
                         let held = guard.as_ref().map(|g| g.request().get());
                         prop_assert_eq!(Some(busy), held, "Busy without a guard");
-                        (false, false)
                     }
-                };
-                prop_assert_eq!(got, expected, "m = {}", m);
-            }
-            Op::TriageInvalid(m) => {
-                prop_assert_eq!(lf.triage_request(m), Err(RequestNr::new(m).unwrap_err()));
+                    Triage::Resend | Triage::Stale => {}
+                }
+                prop_assert_eq!(decided.as_seed(), expected, "m = {}", m);
             }
             Op::Respond(v) => match guard.take() {
                 Some(g) => {
@@ -227,13 +209,10 @@ fn typed_api_matches_the_baseline<S: Slot<u32>>(ops: &[Op]) -> Result<(), TestCa
                 // Ready and the seed's call has nothing to answer.
                 None => prop_assert_eq!(lf.set_response(v), Err(SetResponseError::NotProcessing)),
             },
-            Op::Wait(t) => compare_wait(&lf, &base, t.resolve(current))?,
-            Op::WaitInvalid(m) => {
-                prop_assert_eq!(lf.wait_get_response(m), Err(RequestNr::new(m).unwrap_err()));
-            }
+            _ => unreachable!("compared by compare_common"),
         }
-    }
-    compare_state(&lf, &base)?;
+        Ok(())
+    })?;
     if let Some(g) = guard {
         let _ = g.complete(0);
     }
@@ -244,7 +223,7 @@ fn typed_api_matches_the_baseline<S: Slot<u32>>(ops: &[Op]) -> Result<(), TestCa
 #[derive(Clone, Debug)]
 enum AbandonOp {
     Triage(Target),
-    Complete(u32),
+    Complete(u64),
     Abandon,
     DropGuard,
     TryGet(Target),
@@ -254,7 +233,7 @@ enum AbandonOp {
 fn abandon_op() -> impl Strategy<Value = AbandonOp> {
     prop_oneof![
         8 => target().prop_map(AbandonOp::Triage),
-        3 => any::<u32>().prop_map(AbandonOp::Complete),
+        3 => any::<u64>().prop_map(AbandonOp::Complete),
         2 => Just(AbandonOp::Abandon),
         2 => Just(AbandonOp::DropGuard),
         4 => target().prop_map(AbandonOp::TryGet),
@@ -262,93 +241,29 @@ fn abandon_op() -> impl Strategy<Value = AbandonOp> {
     ]
 }
 
-/// The newest request's outcome in the in-test model.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Outcome {
-    /// Request 0 of a new session: done, with nothing to send.
-    Initial,
-    Processing,
-    Response(u32),
-    Abandoned,
-}
-
-/// The in-test model of SPEC §2, abandons included.
-struct Model {
-    n: u64,
-    outcome: Outcome,
-}
-
-impl Model {
-    fn triage(&self, m: u64) -> String {
-        if m < self.n {
-            "Stale".into()
-        } else if m == self.n {
-            "Resend".into()
-        } else if self.outcome == Outcome::Processing {
-            format!("Busy {{ current: {} }}", self.n)
-        } else {
-            "Process".into()
-        }
-    }
-
-    fn try_get(&self, m: u64) -> Result<u32, TryGetError> {
-        if m < self.n {
-            return Err(TryGetError::Gone);
-        }
-        match self.outcome {
-            _ if m > self.n => Err(TryGetError::Pending),
-            Outcome::Processing => Err(TryGetError::Pending),
-            Outcome::Response(v) => Ok(v),
-            Outcome::Abandoned => Err(TryGetError::Abandoned),
-            Outcome::Initial => unreachable!("m >= 1 = n + 1"),
-        }
-    }
-
-    fn phase(&self) -> Phase {
-        match self.outcome {
-            Outcome::Processing => Phase::Processing,
-            Outcome::Abandoned => Phase::Abandoned,
-            Outcome::Initial | Outcome::Response(_) => Phase::Ready,
-        }
-    }
-}
-
 /// Model C: abandoned requests are never processed twice.
-fn abandoned_requests_are_never_processed_twice<S: Slot<u32>>(
+fn abandoned_requests_are_never_processed_twice<S: Slot<u64>>(
     ops: &[AbandonOp],
 ) -> Result<(), TestCaseError> {
-    let lf = SessionState::<u32, S>::new();
-    let mut model = Model {
-        n: 0,
-        outcome: Outcome::Initial,
-    };
-    let mut processed = HashSet::new();
-    let mut guard: Option<ProcessGuard<'_, u32, S>> = None;
+    let lf = SessionState::<u64, S>::new();
+    let mut model = Model::new();
+    let mut guard: Option<ProcessGuard<'_, u64, S>> = None;
     for op in ops {
-        prop_assert_eq!(lf.status().request, model.n);
-        prop_assert_eq!(lf.status().phase, model.phase());
+        prop_assert_eq!(lf.status(), model.status());
         match *op {
             AbandonOp::Triage(t) => {
-                let m = t.resolve(model.n);
-                let expected = model.triage(m);
-                match lf.triage(nr(m)) {
-                    Triage::Process(g) => {
-                        prop_assert_eq!(expected, "Process", "m = {}", m);
-                        prop_assert!(processed.insert(m), "{} processed twice", m);
-                        prop_assert_eq!(g.previous(), model.n);
-                        model = Model {
-                            n: m,
-                            outcome: Outcome::Processing,
-                        };
-                        guard = Some(g);
-                    }
-                    other => prop_assert_eq!(format!("{other:?}"), expected, "m = {}", m),
+                let m = t.resolve_valid(model.n);
+                let triage = lf.triage(m);
+                prop_assert_eq!(Decided::of(&triage), model.triage(m.get()), "m = {}", m);
+                if let Triage::Process(g) = triage {
+                    prop_assert!(model.start(m.get()), "{} processed twice", m);
+                    guard = Some(g);
                 }
             }
             AbandonOp::Complete(v) => {
                 if let Some(g) = guard.take() {
                     let _ = g.complete(v);
-                    model.outcome = Outcome::Response(v);
+                    prop_assert!(model.complete(v), "{} completed twice", model.n);
                 }
             }
             AbandonOp::Abandon | AbandonOp::DropGuard => {
@@ -358,35 +273,38 @@ fn abandoned_requests_are_never_processed_twice<S: Slot<u32>>(
                     } else {
                         drop(g);
                     }
-                    model.outcome = Outcome::Abandoned;
+                    model.abandon();
                     prop_assert_eq!(lf.try_get(nr(model.n)), Err(TryGetError::Abandoned));
                     prop_assert_eq!(lf.triage_request(model.n), Ok((false, true)));
                 }
             }
             AbandonOp::TryGet(t) => {
-                let m = t.resolve(model.n);
-                let got = lf.try_get(nr(m)).map(|r| *r);
-                prop_assert_eq!(got, model.try_get(m), "m = {}", m);
+                let m = t.resolve_valid(model.n);
+                let got = lf.try_get(m).map(|r| *r);
+                prop_assert_eq!(got, model.try_get(m.get()), "m = {}", m);
             }
             AbandonOp::WaitExpired(t) => {
-                let m = t.resolve(model.n);
-                let got = lf.wait_until(nr(m), Instant::now()).map(|r| *r);
-                let expected = model.try_get(m).map_err(|e| match e {
-                    TryGetError::Pending => WaitTimeoutError::TimedOut,
-                    TryGetError::Abandoned => WaitTimeoutError::Abandoned,
-                    TryGetError::Gone => WaitTimeoutError::Gone,
-                });
-                prop_assert_eq!(got, expected, "m = {}", m);
+                let m = t.resolve_valid(model.n);
+                let got = lf.wait_until(m, Instant::now()).map(|r| *r);
+                prop_assert_eq!(got, model.wait_expired(m.get()), "m = {}", m);
             }
         }
     }
     Ok(())
 }
 
-/// `cases` normally; a handful under Miri, which runs each case thousands of times slower
-/// (and cannot write proptest's regression files under its isolation).
-fn config(cases: u32) -> ProptestConfig {
-    if cfg!(miri) {
+/// Runs `property` on `cases` sequences of 1 to 59 operations drawn from `op`; a
+/// failure panics with the shrunk sequence. A handful of cases under Miri, which runs
+/// each case thousands of times slower (and cannot write proptest's regression files
+/// under its isolation).
+fn check<O: Strategy>(
+    cases: u32,
+    op: O,
+    property: impl Fn(&[O::Value]) -> Result<(), TestCaseError>,
+) where
+    O::Value: Debug,
+{
+    let config = if cfg!(miri) {
         ProptestConfig {
             cases: 6,
             failure_persistence: None,
@@ -395,47 +313,35 @@ fn config(cases: u32) -> ProptestConfig {
     } else {
         ProptestConfig {
             cases,
+            source_file: Some(file!()),
             ..ProptestConfig::default()
         }
+    };
+    let ops = prop::collection::vec(op, 1..60);
+    let mut runner = TestRunner::new(config);
+    if let Err(failure) = runner.run(&ops, |ops| property(&ops)) {
+        panic!("{failure}\n{runner}");
     }
 }
 
-macro_rules! differential_for_slot {
-    ($module:ident, $slot:ty) => {
-        mod $module {
-            use super::*;
-
-            proptest! {
-                #![proptest_config(config(512))]
-
-                #[test]
-                fn model_a_seed_calls_match_the_baseline(
-                    ops in prop::collection::vec(op(), 1..60)
-                ) {
-                    seed_calls_match_the_baseline::<$slot>(&ops)?;
-                }
-
-                #[test]
-                fn model_b_typed_api_matches_the_baseline(
-                    ops in prop::collection::vec(op(), 1..60)
-                ) {
-                    typed_api_matches_the_baseline::<$slot>(&ops)?;
-                }
-            }
-
-            proptest! {
-                #![proptest_config(config(256))]
-
-                #[test]
-                fn model_c_abandoned_requests_are_never_processed_twice(
-                    ops in prop::collection::vec(abandon_op(), 1..60)
-                ) {
-                    abandoned_requests_are_never_processed_twice::<$slot>(&ops)?;
-                }
-            }
-        }
-    };
+fn model_a_seed_calls_match_the_baseline<S: Slot<u64>>() {
+    check(512, op(), seed_calls_match_the_baseline::<S>);
 }
 
-differential_for_slot!(counted, CountedSlot<u32>);
-differential_for_slot!(arc_swap, ArcSwapSlot<u32>);
+fn model_b_typed_api_matches_the_baseline<S: Slot<u64>>() {
+    check(512, op(), typed_api_matches_the_baseline::<S>);
+}
+
+fn model_c_abandoned_requests_are_never_processed_twice<S: Slot<u64>>() {
+    check(
+        256,
+        abandon_op(),
+        abandoned_requests_are_never_processed_twice::<S>,
+    );
+}
+
+for_each_slot!(u64 =>
+    model_a_seed_calls_match_the_baseline,
+    model_b_typed_api_matches_the_baseline,
+    model_c_abandoned_requests_are_never_processed_twice,
+);

@@ -6,10 +6,11 @@
 //! of the fuzzer becomes a test below: its input as bytes (hex) and, where it helps,
 //! the same schedule spelled out as operations.
 //!
-//! - Every file of the committed seed corpus `fuzz/corpus/ops/` replays clean.
-//! - The named schedules below are each one situation of SPEC §2 with several handler
-//!   threads; each is also in the seed corpus under its name (the test checks that the
-//!   file is its encoding; `FUZZ_CORPUS_WRITE=1` rewrites the files).
+//! - Every file of the committed corpus `fuzz/corpus/ops/` replays clean.
+//! - The named schedules below are each one situation of the transition table with
+//!   several handler threads; each is also in the committed corpus under its name (the
+//!   test checks that the file is its encoding; `FUZZ_CORPUS_WRITE=1` rewrites the
+//!   files).
 //!
 //! (The `state_word` target drives the packed word's internals, which exist only under
 //! `cfg(fuzzing)`; its findings are pinned by unit tests in `src/state.rs` instead.)
@@ -297,7 +298,7 @@ fn no_waiter_is_left_pending_once_the_guard_is_gone() {
 }
 
 #[test]
-fn named_schedules_round_trip_and_are_in_the_seed_corpus() {
+fn named_schedules_round_trip_and_are_in_the_committed_corpus() {
     let write = std::env::var_os("FUZZ_CORPUS_WRITE").is_some();
     for (name, schedule) in scenarios() {
         let bytes = encode(&schedule);

@@ -4,17 +4,12 @@
 //! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom`.
 #![cfg(loom)]
 
-use exactly_once::slot::Slot;
-use exactly_once::{
-    ArcSwapSlot, CountedSlot, RequestNr, SessionState, Triage, WaitError, WaitTimeoutError,
-};
+mod support;
+
+use exactly_once::{SessionState, Slot, Triage, TryGetError, WaitError, WaitTimeoutError};
 use loom::thread;
-
 use std::time::{Duration, Instant};
-
-fn nr(n: u64) -> RequestNr {
-    RequestNr::new(n).unwrap()
-}
+use support::{for_each_slot, nr, process};
 
 /// A session that outlives every loom thread of one execution (loom threads need
 /// `'static`; the few bytes leaked per execution are the price).
@@ -22,22 +17,10 @@ fn session<S: Slot<u32> + 'static>() -> &'static SessionState<u32, S> {
     Box::leak(Box::new(SessionState::new()))
 }
 
+/// A leaked session in `Ready(m)`, request `m` answered with `response`.
 fn answered<S: Slot<u32> + 'static>(m: u64, response: u32) -> &'static SessionState<u32, S> {
-    let s = session::<S>();
-    for k in 1..=m {
-        match s.triage(nr(k)) {
-            Triage::Process(guard) => drop(guard.complete(if k == m { response } else { 0 })),
-            other => panic!("setup triage got {other:?}"),
-        }
-    }
-    s
-}
-
-fn process<S: Slot<u32>>(s: &SessionState<u32, S>, m: u64) -> exactly_once::Processing<'_, u32, S> {
-    match s.triage(nr(m)) {
-        Triage::Process(guard) => guard,
-        other => panic!("expected Process, got {other:?}"),
-    }
+    let answer = |k| if k == m { response } else { 0 };
+    Box::leak(Box::new(support::ready_at(m, answer)))
 }
 
 /// Model 1: The processor completes while a re-request waits: the waiter gets exactly that.
@@ -97,10 +80,7 @@ fn reader_races_the_next_request<S: Slot<u32> + 'static>() {
         let reader = thread::spawn(move || s.try_get(nr(1)).map(|r| *r));
         let processor = thread::spawn(move || drop(process(s, 2).complete(20)));
         let got = reader.join().unwrap();
-        assert!(
-            matches!(got, Ok(10) | Err(exactly_once::TryGetError::Gone)),
-            "{got:?}"
-        );
+        assert!(matches!(got, Ok(10) | Err(TryGetError::Gone)), "{got:?}");
         processor.join().unwrap();
         assert_eq!(*s.try_get(nr(2)).unwrap(), 20);
     });
@@ -152,20 +132,7 @@ fn seed_calls_wake_a_waiter_for_a_future_number<S: Slot<u32> + 'static>() {
     });
 }
 
-macro_rules! models {
-    ($($model:ident),* $(,)?) => {
-        mod counted {
-            use super::*;
-            $( #[test] fn $model() { super::$model::<CountedSlot<u32>>() } )*
-        }
-        mod arc_swap {
-            use super::*;
-            $( #[test] fn $model() { super::$model::<ArcSwapSlot<u32>>() } )*
-        }
-    };
-}
-
-models!(
+for_each_slot!(u32 =>
     completes_while_a_resend_waits,
     two_waiters_one_completer,
     late_waiter_never_gets_the_next_response,

@@ -5,8 +5,11 @@
 //! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom_planted`.
 #![cfg(loom)]
 
-use exactly_once::{RequestNr, SessionState, Triage};
+mod support;
+
+use exactly_once::SessionState;
 use loom::thread;
+use support::{nr, process};
 
 #[test]
 #[should_panic(expected = "deadlock")]
@@ -14,12 +17,9 @@ fn lost_wakeup_is_caught() {
     exactly_once::planted_bugs::skip_epoch_bump(true);
     loom::model(|| {
         let s: &'static SessionState<u32> = Box::leak(Box::new(SessionState::new()));
-        let m = RequestNr::new(1).unwrap();
-        let Triage::Process(guard) = s.triage(m) else {
-            panic!("not Process")
-        };
+        let guard = process(s, 1);
         let processor = thread::spawn(move || drop(guard.complete(7)));
-        assert_eq!(*s.wait(m).unwrap(), 7);
+        assert_eq!(*s.wait(nr(1)).unwrap(), 7);
         processor.join().unwrap();
     });
 }

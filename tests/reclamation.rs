@@ -3,10 +3,12 @@
 //! of the reader count (crash in a normal run, use-after-free under Miri, a data race
 //! under ThreadSanitizer), so it is sized to run under all three.
 
-use exactly_once::slot::Slot;
-use exactly_once::{ArcSwapSlot, CountedSlot, RequestNr, SessionState, Triage, TryGetError};
+mod support;
+
+use exactly_once::{RequestNr, SessionState, Slot, Triage, TryGetError};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
+use support::for_each_slot;
 
 const REQUESTS: u64 = if cfg!(miri) { 40 } else { 2_000 };
 const READERS: usize = 2;
@@ -77,12 +79,4 @@ fn readers_never_see_a_freed_or_foreign_response<S: Slot<Response>>() {
     );
 }
 
-#[test]
-fn counted_slot_readers_never_see_a_freed_or_foreign_response() {
-    readers_never_see_a_freed_or_foreign_response::<CountedSlot<Response>>();
-}
-
-#[test]
-fn arc_swap_slot_readers_never_see_a_freed_or_foreign_response() {
-    readers_never_see_a_freed_or_foreign_response::<ArcSwapSlot<Response>>();
-}
+for_each_slot!(Response => readers_never_see_a_freed_or_foreign_response);

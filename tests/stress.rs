@@ -3,15 +3,24 @@
 //! each must be executed exactly once and its outcome delivered to its client.
 //!
 //! The simulation itself lives in `tests/support/sim.rs` and is shared with the
-//! `dropped_connections` example (the crate's main job), which runs it larger.
+//! `dropped_connections` example (the crate's main job), which runs it larger. Each
+//! fault test runs once per response slot (`counted::*`, `arc_swap::*`).
 
 #![allow(missing_docs)]
 
 #[path = "support/sim.rs"]
 mod sim;
+mod support;
 
-use sim::{Config, Report, SlotKind};
+use exactly_once::{CountedSlot, Slot};
+use sim::{Config, Payload, Report};
 use std::time::Duration;
+use support::for_each_slot;
+
+/// Runs the simulation on sessions with the response slot `S`.
+fn run<S: Slot<Payload> + 'static>(config: &Config) -> Report {
+    sim::run::<S>(std::any::type_name::<S>(), config)
+}
 
 /// CI-sized and fault-heavy; fixed seed (thread timing still varies between runs).
 fn faulty() -> Config {
@@ -61,25 +70,15 @@ fn assert_faults_exercised(report: &Report) {
     assert_eq!(report.abandoned, report.panics, "{report}");
 }
 
-fn faults_are_survived_exactly_once(kind: SlotKind) {
-    let report = kind.run(&faulty());
+fn dropped_connections_panics_and_late_frames<S: Slot<Payload> + 'static>() {
+    let report = run::<S>(&faulty());
     assert_exactly_once(&report);
     assert_faults_exercised(&report);
 }
 
-#[test]
-fn dropped_connections_panics_and_late_frames_counted_slot() {
-    faults_are_survived_exactly_once(SlotKind::Counted);
-}
-
-#[test]
-fn dropped_connections_panics_and_late_frames_arc_swap_slot() {
-    faults_are_survived_exactly_once(SlotKind::ArcSwap);
-}
-
 /// Mostly drops, with short reply timeouts: many connections of one session at once,
 /// racing on the same request.
-fn reconnect_storm(kind: SlotKind) {
+fn reconnect_storm<S: Slot<Payload> + 'static>() {
     let config = Config {
         sessions: 8,
         requests_per_session: 200,
@@ -89,31 +88,21 @@ fn reconnect_storm(kind: SlotKind) {
         seed: 0x0057_0E4A,
         ..faulty()
     };
-    let report = kind.run(&config);
+    let report = run::<S>(&config);
     assert_exactly_once(&report);
     assert_faults_exercised(&report);
     assert!(report.resends > report.requests / 4, "{report}");
 }
 
-#[test]
-fn reconnect_storm_counted_slot() {
-    reconnect_storm(SlotKind::Counted);
-}
-
-#[test]
-fn reconnect_storm_arc_swap_slot() {
-    reconnect_storm(SlotKind::ArcSwap);
-}
-
 /// No faults: every request is processed on its first connection and answered with
 /// its own response; no resend, stale, gone or abandon happens.
-fn without_faults_every_response_arrives_first_time(kind: SlotKind) {
+fn without_faults_every_response_arrives_first_time<S: Slot<Payload> + 'static>() {
     let config = Config {
         watchdog: Duration::from_secs(20),
         seed: 0x000F_A170,
         ..Config::no_faults(64, 100)
     };
-    let report = kind.run(&config);
+    let report = run::<S>(&config);
     assert_exactly_once(&report);
     assert_eq!(report.responses, report.requests, "{report}");
     assert_eq!(report.processed, report.requests, "{report}");
@@ -127,15 +116,11 @@ fn without_faults_every_response_arrives_first_time(kind: SlotKind) {
     assert_eq!((report.stale, report.gone), (0, 0), "{report}");
 }
 
-#[test]
-fn without_faults_every_response_arrives_first_time_counted_slot() {
-    without_faults_every_response_arrives_first_time(SlotKind::Counted);
-}
-
-#[test]
-fn without_faults_every_response_arrives_first_time_arc_swap_slot() {
-    without_faults_every_response_arrives_first_time(SlotKind::ArcSwap);
-}
+for_each_slot!(Payload =>
+    dropped_connections_panics_and_late_frames,
+    reconnect_storm,
+    without_faults_every_response_arrives_first_time,
+);
 
 #[test]
 fn responses_encode_their_request() {
@@ -157,7 +142,7 @@ fn a_broken_server_is_caught() {
         broken_server_probability: 0.5,
         ..faulty()
     };
-    let report = SlotKind::Counted.run(&config);
+    let report = run::<CountedSlot<Payload>>(&config);
     println!("{report}");
     assert!(!report.is_exactly_once(), "{report}");
     assert!(report.duplicates > 0, "{report}");
@@ -176,7 +161,7 @@ fn a_run_out_of_time_is_reported_not_waited_for() {
         watchdog: Duration::from_millis(300),
         ..faulty()
     };
-    let report = SlotKind::Counted.run(&config);
+    let report = run::<CountedSlot<Payload>>(&config);
     println!("{report}");
     assert!(report.watchdog_fired, "{report}");
     assert!(report.losses > 0, "{report}");

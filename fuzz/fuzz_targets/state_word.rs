@@ -8,7 +8,7 @@
 //! the bytes drive a `StateWord` through transitions, each called only where its
 //! precondition (state.rs) holds, `enter_from` with a snapshot the word held a few
 //! steps ago, against a model of the fields: after each, the word is the model's,
-//! `encode(decode(word))` gives it back, and `decide` follows the SPEC §2 table.
+//! `encode(decode(word))` gives it back, and `decide` follows the transition table.
 
 #![no_main]
 
@@ -96,7 +96,7 @@ fn combination_is_possible(f: Fields) -> bool {
     (!f.abandoned || f.ready) && (!f.unguarded || !f.ready) && (!f.unguarded || f.readers == 0)
 }
 
-/// SPEC §2's table, for the word `f` and request `m`.
+/// The transition table, for the word `f` and request `m`.
 fn table(f: Fields, m: u64) -> Decision {
     if m < f.request {
         Decision::Stale

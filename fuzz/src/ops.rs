@@ -1,7 +1,8 @@
 //! The `ops` target: a schedule of operations by 2–4 simulated handler threads on one
 //! session, run deterministically on one OS thread against the lock-free
-//! `SessionState` (both slots), the seed's `Mutex`+`Condvar` port (`Baseline`) and a
-//! tiny explicit model of SPEC §2.
+//! `SessionState` (both slots), the seed's `Mutex`+`Condvar` port (`Baseline`) and the
+//! reference model of the transition table ([`model`], the main crate's
+//! `tests/support/model.rs`, which its differential tests use too).
 //!
 //! Shared, through `#[path]`, by the fuzz target and by the main crate's
 //! `tests/fuzz_regressions.rs`: it uses only the public API, so a finding replays as
@@ -30,58 +31,20 @@
 use exactly_once::baseline::Baseline;
 use exactly_once::{
     ArcSwapSlot, CountedSlot, InvalidRequestNr, Phase, ProcessGuard, RequestNr, SessionState,
-    SetResponseError, Slot, Status, Triage, TryGetError, WaitError, WaitTimeoutError,
+    SetResponseError, Slot, Triage, TryGetError, WaitError, WaitTimeoutError,
 };
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The largest valid request number.
-pub const MAX: u64 = RequestNr::MAX;
+/// The reference model, shared with the main crate's differential tests.
+#[path = "../../tests/support/model.rs"]
+pub mod model;
+
+use model::{seed_view, Decided, Model, Outcome};
+pub use model::{Target, MAX};
 
 /// At most this many operations are decoded from one input.
 pub const MAX_OPS: usize = 256;
-
-/// A request number, resolved against the session's newest number `n` when used.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
-    /// `n + offset`, `-2..=5` (0 when below it).
-    Near(i8),
-    /// `n - 1 - back` (0 when below it): an older number.
-    Back(u16),
-    /// `n + 2 + gap`: a skip.
-    Gap(u16),
-    /// 0: never a request.
-    Zero,
-    /// `MAX`.
-    Max,
-    /// `MAX - below`.
-    BelowMax(u8),
-    /// `MAX + 1 + above`: too large.
-    AboveMax(u8),
-    /// `u64::MAX`.
-    U64Max,
-    /// Any number, as given.
-    Raw(u64),
-}
-
-impl Target {
-    /// The number this target names when the session's newest number is `n`.
-    pub fn resolve(self, n: u64) -> u64 {
-        debug_assert!(n <= MAX);
-        match self {
-            Target::Near(offset) => n.saturating_add_signed(i64::from(offset)),
-            Target::Back(back) => n.saturating_sub(1 + u64::from(back)),
-            Target::Gap(gap) => n + 2 + u64::from(gap),
-            Target::Zero => 0,
-            Target::Max => MAX,
-            Target::BelowMax(below) => MAX - u64::from(below),
-            Target::AboveMax(above) => MAX + 1 + u64::from(above),
-            Target::U64Max => u64::MAX,
-            Target::Raw(m) => m,
-        }
-    }
-}
 
 /// One operation of a schedule. `handler` is taken modulo the number of handlers; an
 /// operation on a handler in another phase does nothing.
@@ -390,95 +353,6 @@ pub fn fuzz_one(data: &[u8]) -> Summary {
     run_both(&decode(data))
 }
 
-/// The outcome of the newest request, in the model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Outcome {
-    /// Request 0 of a new session: done, with nothing to send.
-    Initial,
-    Processing,
-    Response(u64),
-    Abandoned,
-}
-
-/// SPEC §2, abandons included, plus every response ever completed.
-#[derive(Debug)]
-struct Model {
-    n: u64,
-    outcome: Outcome,
-    processed: HashSet<u64>,
-    completed: HashMap<u64, u64>,
-}
-
-/// What a triage should answer, or answered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Decided {
-    Process { previous: u64 },
-    Resend,
-    Stale,
-    Busy { current: u64 },
-}
-
-impl Decided {
-    /// The seed's `(should_process, should_send)` for the same decision.
-    fn as_seed(self) -> (bool, bool) {
-        match self {
-            Decided::Process { .. } => (true, true),
-            Decided::Resend => (false, true),
-            Decided::Stale | Decided::Busy { .. } => (false, false),
-        }
-    }
-}
-
-impl Model {
-    fn new() -> Self {
-        Model {
-            n: 0,
-            outcome: Outcome::Initial,
-            processed: HashSet::new(),
-            completed: HashMap::new(),
-        }
-    }
-
-    fn triage(&self, m: u64) -> Decided {
-        if m < self.n {
-            Decided::Stale
-        } else if m == self.n {
-            Decided::Resend
-        } else if self.outcome == Outcome::Processing {
-            Decided::Busy { current: self.n }
-        } else {
-            Decided::Process { previous: self.n }
-        }
-    }
-
-    fn try_get(&self, m: u64) -> Result<u64, TryGetError> {
-        if m < self.n {
-            return Err(TryGetError::Gone);
-        }
-        if m > self.n {
-            return Err(TryGetError::Pending);
-        }
-        match self.outcome {
-            Outcome::Processing => Err(TryGetError::Pending),
-            Outcome::Response(v) => Ok(v),
-            Outcome::Abandoned => Err(TryGetError::Abandoned),
-            Outcome::Initial => unreachable!("request 0 is never asked for"),
-        }
-    }
-
-    fn status(&self) -> Status {
-        let phase = match self.outcome {
-            Outcome::Processing => Phase::Processing,
-            Outcome::Abandoned => Phase::Abandoned,
-            Outcome::Initial | Outcome::Response(_) => Phase::Ready,
-        };
-        Status {
-            request: self.n,
-            phase,
-        }
-    }
-}
-
 /// A simulated handler thread.
 enum Handler<'s, S: Slot<u64>> {
     Idle,
@@ -550,17 +424,6 @@ fn request_nr(m: u64) -> Option<RequestNr> {
             Some(nr)
         }
     }
-}
-
-/// The baseline's `(cur_request, answered)`, read from its `Debug` (the seed's `__str__`).
-fn baseline_state(b: &Baseline<u64>) -> (u64, bool) {
-    let shown = format!("{b:?}");
-    let parsed = shown
-        .strip_prefix("SessionState(")
-        .and_then(|s| s.strip_suffix(')'))
-        .and_then(|s| s.split_once(", "))
-        .and_then(|(cur, answered)| Some((cur.parse().ok()?, answered.parse().ok()?)));
-    parsed.unwrap_or_else(|| panic!("unexpected baseline Debug {shown}"))
 }
 
 impl<'s, S: Slot<u64>> Run<'s, S> {
@@ -636,9 +499,7 @@ impl<'s, S: Slot<u64>> Run<'s, S> {
                     "skip to {m}"
                 );
                 assert_eq!(self.guards().count(), 0, "a second guard, for {m}");
-                assert!(self.model.processed.insert(m), "{m} processed twice");
-                self.model.n = m;
-                self.model.outcome = Outcome::Processing;
+                assert!(self.model.start(m), "{m} processed twice");
                 self.handlers[h] = Handler::Holding(guard);
                 self.summary.processed += 1;
                 self.summary.gaps += u32::from(m > previous + 1);
@@ -679,12 +540,7 @@ impl<'s, S: Slot<u64>> Run<'s, S> {
         } else {
             assert_eq!(*guard.complete(v), v);
         }
-        assert_eq!(
-            self.model.completed.insert(m, v),
-            None,
-            "{m} completed twice"
-        );
-        self.model.outcome = Outcome::Response(v);
+        assert!(self.model.complete(v), "{m} completed twice");
         self.summary.completed += 1;
         if self.base_defined {
             self.base.set_response(v);
@@ -703,7 +559,7 @@ impl<'s, S: Slot<u64>> Run<'s, S> {
         } else {
             guard.abandon();
         }
-        self.model.outcome = Outcome::Abandoned;
+        self.model.abandon();
         self.summary.abandoned += 1;
         self.base_defined = false;
         assert_eq!(self.lf.try_get(m).map(|r| *r), Err(TryGetError::Abandoned));
@@ -731,7 +587,7 @@ impl<'s, S: Slot<u64>> Run<'s, S> {
         self.summary.gone += u32::from(got == Err(TryGetError::Gone));
         if let Ok(v) = got {
             assert_eq!(v >> 16, n, "the response of {n} belongs to {}", v >> 16);
-            assert_eq!(self.model.completed.get(&n), Some(&v), "never completed");
+            assert_eq!(self.model.completed(n), Some(v), "never completed");
         }
         if !self.base_defined {
             return;
@@ -755,11 +611,7 @@ impl<'s, S: Slot<u64>> Run<'s, S> {
         let Some(m) = self.nr(target.resolve(self.model.n)) else {
             return;
         };
-        let expected = self.model.try_get(m.get()).map_err(|e| match e {
-            TryGetError::Pending => WaitTimeoutError::TimedOut,
-            TryGetError::Abandoned => WaitTimeoutError::Abandoned,
-            TryGetError::Gone => WaitTimeoutError::Gone,
-        });
+        let expected = self.model.wait_expired(m.get());
         let until = self.lf.wait_until(m, Instant::now()).map(|r| *r);
         assert_eq!(until, expected, "wait_until({m}, now)");
         let timeout = self.lf.wait_timeout(m, Duration::ZERO).map(|r| *r);
@@ -817,7 +669,7 @@ impl<'s, S: Slot<u64>> Run<'s, S> {
             Ok(()) => self.seed_base.set_response(v),
             // Documented divergence: the seed would overwrite the response it holds.
             Err(SetResponseError::NotProcessing) => {
-                assert!(baseline_state(self.seed_base).1, "{:?}", self.seed_base);
+                assert!(self.seed_base.state().answered, "{:?}", self.seed_base);
             }
             Err(SetResponseError::Claimed) => panic!("set_response: Claimed with no guard"),
         }
@@ -908,26 +760,19 @@ impl<'s, S: Slot<u64>> Run<'s, S> {
         );
         if self.base_defined {
             self.summary.compared_with_seed += 1;
-            let expected = (status.request, status.phase != Phase::Processing);
             assert_eq!(
-                baseline_state(self.base),
-                expected,
+                self.base.state(),
+                seed_view(status),
                 "seed after op {i}: {op:?}"
             );
         }
+        // The seed's calls never abandon: the second session is Ready or Processing.
         let seed_status = self.seed_lf.status();
-        let (cur, answered) = baseline_state(self.seed_base);
+        assert_ne!(seed_status.phase, Phase::Abandoned, "after op {i}: {op:?}");
         assert_eq!(
-            seed_status.request, cur,
+            self.seed_base.state(),
+            seed_view(seed_status),
             "seed session after op {i}: {op:?}"
-        );
-        assert_eq!(
-            seed_status.phase,
-            if answered {
-                Phase::Ready
-            } else {
-                Phase::Processing
-            }
         );
     }
 
