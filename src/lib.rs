@@ -35,6 +35,7 @@ pub mod slot;
 mod state;
 mod sync;
 pub mod transport;
+mod wait;
 
 pub use error::{InvalidRequestNr, SetResponseError, TryGetError, WaitError, WaitTimeoutError};
 pub use request::RequestNr;
