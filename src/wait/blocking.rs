@@ -139,7 +139,7 @@ impl Parker {
 #[derive(Debug)]
 pub(crate) struct Spin {
     round: u32,
-    budget: u32,
+    budget: Option<u32>,
     parked: bool,
 }
 
@@ -151,15 +151,13 @@ thread_local! {
 }
 
 impl Spin {
+    /// No work until the first `spin`: a wait whose outcome is there at once pays
+    /// nothing for the spin.
+    #[inline]
     fn new() -> Self {
-        let budget = if MODEL_CHECKED || single_cpu() {
-            0
-        } else {
-            BUDGET.with(Cell::get)
-        };
         Spin {
             round: 0,
-            budget,
+            budget: None,
             parked: false,
         }
     }
@@ -167,7 +165,8 @@ impl Spin {
     /// Pauses for one more round and returns `true`, or `false` once the budget is spent.
     #[inline]
     fn spin(&mut self) -> bool {
-        if self.round >= self.budget {
+        let budget = *self.budget.get_or_insert_with(budget);
+        if self.round >= budget {
             return false;
         }
         for _ in 0..1u32 << self.round {
@@ -177,18 +176,31 @@ impl Spin {
         true
     }
 
+    /// The wait is about to park: spinning did not pay off this time.
     fn parks(&mut self) {
-        if !self.parked && self.budget > 0 {
-            BUDGET.with(|b| b.set(self.budget.saturating_sub(1).max(1)));
+        if let (false, Some(budget @ 1..)) = (self.parked, self.budget) {
+            BUDGET.with(|b| b.set(budget.saturating_sub(1).max(1)));
         }
         self.parked = true;
     }
 
+    /// The wait is over: if it spun and never parked, spinning paid off.
     #[inline]
     fn settled(&self) {
-        if self.round > 0 && !self.parked && self.budget < MAX_ROUNDS {
-            BUDGET.with(|b| b.set(self.budget + 1));
+        if let (false, Some(budget)) = (self.parked, self.budget) {
+            if self.round > 0 && budget < MAX_ROUNDS {
+                BUDGET.with(|b| b.set(budget + 1));
+            }
         }
+    }
+}
+
+/// This thread's spin budget in rounds (none on one CPU or under loom).
+fn budget() -> u32 {
+    if MODEL_CHECKED || single_cpu() {
+        0
+    } else {
+        BUDGET.with(Cell::get)
     }
 }
 
