@@ -97,14 +97,17 @@ impl<T, S: Slot<T>> SessionState<T, S> {
             // read moves it on, so the park below cannot sleep through that transition.
             let epoch = self.parker.epoch();
             let seen = self.word.load();
-            match self.look(m, seen) {
+            // The word to park on: the one just judged pending, or the one that showed
+            // the door closed; `park` fails if the word is not that one any more.
+            let seen = match self.look(m, seen) {
                 Look::Settled(settled) => {
                     spin.settled();
                     return settled.into_result();
                 }
                 Look::Moved => continue,
-                Look::Pending => {}
-            }
+                Look::Pending => seen,
+                Look::AtTheDoor(at_the_door) => at_the_door,
+            };
             if spin.spin() {
                 continue;
             }
@@ -117,6 +120,26 @@ impl<T, S: Slot<T>> SessionState<T, S> {
                 Parked::TimedOut => return self.outcome_at_deadline(m),
             }
         }
+    }
+}
+
+impl<T, S: Slot<T>> SessionState<T, S> {
+    /// Waits for the word to move on from `seen`, in which a triage has the door closed
+    /// to the readers of the current response: that triage either starts its request
+    /// or opens the door again, and both wake the readers parked here. Spins first: on
+    /// a machine with a core to spare the triage is done in well under a microsecond.
+    pub(crate) fn wait_at_the_door(&self, seen: Word) {
+        let mut spin = Spin::new();
+        while spin.spin() {
+            if self.word.load() != seen {
+                return;
+            }
+        }
+        let epoch = self.parker.epoch();
+        spin.parks();
+        // Any change of the word fails the `park`, so a triage that moved on between the
+        // load of `seen` and the epoch's leaves nothing to sleep through.
+        self.parker.park(&self.word, seen, epoch, None);
     }
 }
 
