@@ -48,7 +48,7 @@ pub use sync::planted_bugs;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::state::{decide, Decision, EncodeError, Fields, StateWord, Word};
+    pub use crate::state::{decide, Decision, EncodeError, Fields, Refusal, StateWord, Word};
 }
 
 /// A session state whose responses are published through `arc_swap::ArcSwapOption`.
