@@ -5,6 +5,10 @@
 //! 5. `wake/W`: one thread publishes request `m` while W threads are parked waiting
 //!    for it; one iteration lasts from the publish until the last waiter has returned.
 //!
+//! `handoff_busy` and `wake_busy/1` run the same with one background thread spinning on
+//! each core but one: a machine with no core to spare, where a waiter that spins holds
+//! the core its publisher needs.
+//!
 //! The seed hangs when asked to wait for a number that is not triaged yet, so every
 //! wait here is for a number its publisher has already triaged. In the ping-pong each
 //! direction therefore alternates between two sessions, and each thread triages the
@@ -172,26 +176,81 @@ fn asleep(tid: u64) -> Option<bool> {
     Some(after_name.trim_start().starts_with('S'))
 }
 
-fn workloads(c: &mut Criterion) {
-    let mut group = c.benchmark_group("handoff");
+/// One thread spinning on each core but one, until dropped.
+struct BusyCores {
+    stop: Arc<AtomicBool>,
+    spinners: Vec<thread::JoinHandle<()>>,
+}
+
+impl BusyCores {
+    fn start() -> Self {
+        let cores = thread::available_parallelism().map_or(1, |n| n.get());
+        let stop = Arc::new(AtomicBool::new(false));
+        let spinners = (1..cores)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        BusyCores { stop, spinners }
+    }
+}
+
+impl Drop for BusyCores {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for spinner in self.spinners.drain(..) {
+            let _ = spinner.join();
+        }
+    }
+}
+
+/// The settings of the hand-off groups: round trips are tens of microseconds.
+fn handoff_group<'c>(c: &'c mut Criterion, name: &str) -> Group<'c> {
+    let mut group = c.benchmark_group(name);
     group
         .sampling_mode(SamplingMode::Flat)
         .sample_size(20)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    each_implementation!(handoff(&mut group));
-    group.finish();
+    group
+}
 
-    let mut group = c.benchmark_group("wake");
+/// The settings of the wake groups: each iteration parks and wakes real threads.
+fn wake_group<'c>(c: &'c mut Criterion, name: &str) -> Group<'c> {
+    let mut group = c.benchmark_group(name);
     group
         .sampling_mode(SamplingMode::Flat)
         .sample_size(10)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_millis(1500));
+    group
+}
+
+fn workloads(c: &mut Criterion) {
+    let mut group = handoff_group(c, "handoff");
+    each_implementation!(handoff(&mut group));
+    group.finish();
+
+    let mut group = wake_group(c, "wake");
     for w in WAITERS {
         each_implementation!(wake(&mut group, w));
     }
     group.finish();
+
+    let busy = BusyCores::start();
+    let mut group = handoff_group(c, "handoff_busy");
+    each_implementation!(handoff(&mut group));
+    group.finish();
+
+    let mut group = wake_group(c, "wake_busy");
+    each_implementation!(wake(&mut group, 1));
+    group.finish();
+    drop(busy);
 }
 
 criterion_group! {

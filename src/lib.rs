@@ -56,6 +56,7 @@ pub mod table;
 #[cfg(feature = "transport")]
 #[cfg_attr(docsrs, doc(cfg(feature = "transport")))]
 pub mod transport;
+mod wait;
 
 pub use error::{InvalidRequestNr, SetResponseError, TryGetError, WaitError, WaitTimeoutError};
 pub use request::RequestNr;
@@ -68,7 +69,7 @@ pub use sync::planted_bugs;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::state::{decide, Decision, EncodeError, Fields, StateWord, Word};
+    pub use crate::state::{decide, Decision, EncodeError, Fields, Refusal, StateWord, Word};
 }
 
 /// A session state whose responses are published through `arc_swap::ArcSwapOption`.
