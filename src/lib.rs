@@ -35,6 +35,8 @@ pub mod slot;
 mod state;
 mod sync;
 pub mod transport;
+#[cfg(feature = "async")]
+mod wait;
 
 pub use error::{InvalidRequestNr, SetResponseError, TryGetError, WaitError, WaitTimeoutError};
 pub use request::RequestNr;
@@ -42,6 +44,8 @@ pub use session::{Phase, ProcessGuard, SessionState, Status, Triage};
 pub use slot::{ArcSwapSlot, CountedSlot, Slot};
 #[doc(hidden)]
 pub use sync::planted_bugs;
+#[cfg(feature = "async")]
+pub use wait::future::{DeadlineFuture, DeadlineWait, OwnedWaitFuture, WaitFuture};
 
 /// The packed word's internals, for the fuzz targets only (`cargo fuzz` sets `fuzzing`).
 #[cfg(fuzzing)]
