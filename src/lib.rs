@@ -45,6 +45,9 @@ pub use slot::{ArcSwapSlot, CountedSlot, Slot};
 #[doc(hidden)]
 pub use sync::planted_bugs;
 #[cfg(feature = "async")]
+#[doc(hidden)]
+pub use sync::AsyncBug;
+#[cfg(feature = "async")]
 pub use wait::future::{DeadlineFuture, DeadlineWait, OwnedWaitFuture, WaitFuture};
 
 /// The packed word's internals, for the fuzz targets only (`cargo fuzz` sets `fuzzing`).

@@ -288,7 +288,10 @@ impl<T, S: Slot<T>> SessionState<T, S> {
             self.futex.wake_all();
         }
         #[cfg(feature = "async")]
-        if previous.has_async_waiters() {
+        if previous.has_async_waiters()
+            && !(previous.is_parked()
+                && crate::sync::planted(crate::sync::AsyncBug::ForgetAsyncWhenParked))
+        {
             self.async_waiters.wake_all();
         }
     }

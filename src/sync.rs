@@ -301,9 +301,50 @@ mod loom_arc_cell {
     }
 }
 
+/// The async wake path's bugs that the loom models plant (see [`planted_bugs`]).
+#[cfg(feature = "async")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[doc(hidden)]
+pub enum AsyncBug {
+    /// A waiter registers its listener but never sets the word's async-waiters bit.
+    SkipMark = 0,
+    /// The last cancelled waiter clears the bit without counting the listeners again.
+    LeaveSkipsRecount = 1,
+    /// A transition that wakes parked threads forgets the async waiters.
+    ForgetAsyncWhenParked = 2,
+}
+
+/// Whether `bug` is planted; always `false` outside loom.
+#[cfg(feature = "async")]
+#[inline(always)]
+pub(crate) fn planted(bug: AsyncBug) -> bool {
+    #[cfg(loom)]
+    return planted_bugs::ASYNC.load(std::sync::atomic::Ordering::Relaxed) & (1 << bug as u8) != 0;
+    #[cfg(not(loom))]
+    {
+        let _ = bug;
+        false
+    }
+}
+
 /// Bugs that the loom models plant on purpose, to show that the harness bites.
 #[doc(hidden)]
 pub mod planted_bugs {
+    #[cfg(all(loom, feature = "async"))]
+    pub(crate) static ASYNC: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+    /// Plants (or removes) one bug of the async wake path. Process-wide: the models
+    /// that use it take one lock so that they run one at a time.
+    #[cfg(all(loom, feature = "async"))]
+    pub fn plant_async(bug: super::AsyncBug, on: bool) {
+        let bit = 1 << bug as u8;
+        if on {
+            ASYNC.fetch_or(bit, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            ASYNC.fetch_and(!bit, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     #[cfg(loom)]
     pub(crate) static SKIP_EPOCH_BUMP: std::sync::atomic::AtomicBool =
         std::sync::atomic::AtomicBool::new(false);
