@@ -35,7 +35,6 @@ pub mod slot;
 mod state;
 mod sync;
 pub mod transport;
-#[cfg(feature = "async")]
 mod wait;
 
 pub use error::{InvalidRequestNr, SetResponseError, TryGetError, WaitError, WaitTimeoutError};
@@ -44,9 +43,6 @@ pub use session::{Phase, ProcessGuard, SessionState, Status, Triage};
 pub use slot::{ArcSwapSlot, CountedSlot, Slot};
 #[doc(hidden)]
 pub use sync::planted_bugs;
-#[cfg(feature = "async")]
-#[doc(hidden)]
-pub use sync::AsyncBug;
 #[cfg(feature = "async")]
 pub use wait::future::{DeadlineFuture, DeadlineWait, OwnedWaitFuture, WaitFuture};
 

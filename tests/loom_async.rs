@@ -8,8 +8,8 @@
 #![cfg(all(loom, feature = "async"))]
 #![allow(missing_docs)]
 
-use exactly_once::planted_bugs::plant_async;
-use exactly_once::{AsyncBug, ProcessGuard, RequestNr, SessionState, Triage, WaitError};
+use exactly_once::planted_bugs::{plant, Bug};
+use exactly_once::{ProcessGuard, RequestNr, SessionState, Triage, WaitError};
 use futures_lite::future::poll_once;
 use loom::future::block_on;
 use loom::thread;
@@ -44,12 +44,12 @@ fn process(s: &Session, m: u64) -> ProcessGuard<'_, u32> {
 }
 
 /// Runs `model` as written, then with `bug` planted, which loom must catch.
-fn passes_and_catches(bug: AsyncBug, model: fn()) {
+fn passes_and_catches(bug: Bug, model: fn()) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     model();
-    plant_async(bug, true);
+    plant(Some(bug));
     let caught = catch_unwind(AssertUnwindSafe(model));
-    plant_async(bug, false);
+    plant(None);
     assert!(
         caught.is_err(),
         "loom did not catch the planted bug {bug:?}"
@@ -123,18 +123,18 @@ fn blocking_and_async_waiter_on_one_session() {
 
 #[test]
 fn an_async_waiter_racing_complete_gets_the_response() {
-    passes_and_catches(AsyncBug::SkipMark, async_waiter_racing_complete);
+    passes_and_catches(Bug::AsyncSkipMark, async_waiter_racing_complete);
 }
 
 #[test]
 fn an_async_waiter_racing_abandon_gets_abandoned() {
-    passes_and_catches(AsyncBug::SkipMark, async_waiter_racing_abandon);
+    passes_and_catches(Bug::AsyncSkipMark, async_waiter_racing_abandon);
 }
 
 #[test]
 fn an_async_waiter_racing_a_triage_past_its_request_gets_gone() {
     passes_and_catches(
-        AsyncBug::SkipMark,
+        Bug::AsyncSkipMark,
         async_waiter_racing_a_triage_past_its_request,
     );
 }
@@ -142,7 +142,7 @@ fn an_async_waiter_racing_a_triage_past_its_request_gets_gone() {
 #[test]
 fn a_cancelled_waiter_takes_no_wake_up_from_one_that_stays() {
     passes_and_catches(
-        AsyncBug::LeaveSkipsRecount,
+        Bug::AsyncLeaveSkipsRecount,
         cancelled_waiter_racing_a_publish,
     );
 }
@@ -150,7 +150,7 @@ fn a_cancelled_waiter_takes_no_wake_up_from_one_that_stays() {
 #[test]
 fn a_blocking_and_an_async_waiter_are_both_woken() {
     passes_and_catches(
-        AsyncBug::ForgetAsyncWhenParked,
+        Bug::ForgetAsyncWhenParked,
         blocking_and_async_waiter_on_one_session,
     );
 }

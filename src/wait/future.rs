@@ -59,7 +59,7 @@ use crate::error::{WaitError, WaitTimeoutError};
 use crate::request::RequestNr;
 use crate::session::SessionState;
 use crate::slot::{CountedSlot, Slot};
-use crate::sync::{planted, AsyncBug};
+use crate::sync::planted_bug;
 use event_listener::EventListener;
 use std::fmt;
 use std::future::Future;
@@ -132,8 +132,8 @@ impl Registration {
             }
             let listener = self
                 .listener
-                .get_or_insert_with(|| session.async_waiters().listen());
-            if !planted(AsyncBug::SkipMark) && session.word().mark_async_waiters(self.m).is_err() {
+                .get_or_insert_with(|| session.async_waiters.listen());
+            if !planted_bug!(AsyncSkipMark) && session.word.mark_async_waiters(self.m).is_err() {
                 continue;
             }
             match Pin::new(listener).poll(cx) {
@@ -159,7 +159,7 @@ impl Registration {
 
     fn leave<T, S: Slot<T>>(&mut self, session: &SessionState<T, S>) {
         if let Some(listener) = self.listener.take() {
-            session.async_waiters().leave(listener, session.word());
+            session.async_waiters.leave(listener, &session.word);
         }
     }
 }
@@ -421,7 +421,7 @@ mod tests {
     }
 
     fn flagged(s: &Session) -> bool {
-        s.word().load().has_async_waiters()
+        s.word.load().has_async_waiters()
     }
 
     fn pending_wait(s: &Session, m: u64) -> WaitFuture<'_, u32, CountedSlot<u32>> {
@@ -438,7 +438,7 @@ mod tests {
         };
         guard.publish(1);
         assert!(!flagged(&s));
-        assert_eq!(s.async_waiters().listeners(), 0);
+        assert_eq!(s.async_waiters.listeners(), 0);
     }
 
     #[test]
@@ -469,7 +469,7 @@ mod tests {
             !flagged(&s),
             "nobody listens: no publisher may pay for a notify"
         );
-        assert_eq!(s.async_waiters().listeners(), 0);
+        assert_eq!(s.async_waiters.listeners(), 0);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! bit says someone may listen.
 
 use crate::state::StateWord;
-use crate::sync::{planted, AsyncBug};
+use crate::sync::planted_bug;
 use event_listener::{Event, EventListener, Listener};
 use std::fmt;
 
@@ -43,7 +43,7 @@ impl AsyncWaiters {
         if self.event.total_listeners() > 0 || !word.clear_async_waiters() {
             return;
         }
-        if planted(AsyncBug::LeaveSkipsRecount) {
+        if planted_bug!(AsyncLeaveSkipsRecount) {
             return;
         }
         // A waiter that marked the word before the clear above registered before
