@@ -59,12 +59,16 @@ fn process(s: &SessionState<u64>, m: u64) -> ProcessGuard<'_, u64> {
     }
 }
 
-/// `SessionState` awaited with `wait_async`.
+/// `SessionState`, awaited with `wait_async` (`BLOCKING = false`) or waited for with
+/// `wait` on tokio's blocking pool (`BLOCKING = true`).
 #[derive(Default)]
-struct Awaited(SessionState<u64>);
+struct Lockfree<const BLOCKING: bool>(Arc<SessionState<u64>>);
 
-impl AsyncPeer for Awaited {
-    const ID: &'static str = "async";
+type Awaited = Lockfree<false>;
+type OnBlockingPool = Lockfree<true>;
+
+impl<const BLOCKING: bool> AsyncPeer for Lockfree<BLOCKING> {
+    const ID: &'static str = if BLOCKING { "spawn_blocking" } else { "async" };
     type Guard<'a> = ProcessGuard<'a, u64>;
     async fn process(&self, m: u64) -> ProcessGuard<'_, u64> {
         process(&self.0, m)
@@ -80,34 +84,13 @@ impl AsyncPeer for Awaited {
         std::future::ready(())
     }
     async fn wait_for(&self, m: u64) {
-        black_box(self.0.wait_async(nr(m)).await.expect("a response"));
-    }
-}
-
-/// `SessionState` waited for on tokio's blocking pool.
-#[derive(Default)]
-struct OnBlockingPool(Arc<SessionState<u64>>);
-
-impl AsyncPeer for OnBlockingPool {
-    const ID: &'static str = "spawn_blocking";
-    type Guard<'a> = ProcessGuard<'a, u64>;
-    async fn process(&self, m: u64) -> ProcessGuard<'_, u64> {
-        process(&self.0, m)
-    }
-    fn complete<'a>(
-        guard: ProcessGuard<'a, u64>,
-        response: Response,
-    ) -> impl Future<Output = ()> + Send + 'a
-    where
-        Self: 'a,
-    {
-        guard.publish(response);
-        std::future::ready(())
-    }
-    async fn wait_for(&self, m: u64) {
-        let s = Arc::clone(&self.0);
-        let waited = tokio::task::spawn_blocking(move || s.wait(nr(m)).is_ok());
-        assert!(waited.await.expect("the blocking wait returns"));
+        if BLOCKING {
+            let s = Arc::clone(&self.0);
+            let waited = tokio::task::spawn_blocking(move || s.wait(nr(m)).is_ok());
+            assert!(waited.await.expect("the blocking wait returns"));
+        } else {
+            black_box(self.0.wait_async(nr(m)).await.expect("a response"));
+        }
     }
 }
 
