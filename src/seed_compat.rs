@@ -28,14 +28,16 @@ impl<T, S: Slot<T>> SessionState<T, S> {
     /// (The previous response is released by that `set_response`.)
     pub fn triage_request(&self, m: u64) -> Result<(bool, bool), InvalidRequestNr> {
         let m = RequestNr::new(m)?;
-        Ok(match self.word.start(m.get(), true) {
-            Ok(previous) => {
-                self.wake_waiters(previous);
-                (true, true)
-            }
-            Err(Refusal::Resend) => (false, true),
-            Err(_) => (false, false),
-        })
+        Ok(
+            match self.word.start(m.get(), true, |w| self.wake_waiters(w)) {
+                Ok(previous) => {
+                    self.wake_waiters(previous);
+                    (true, true)
+                }
+                Err(Refusal::Resend) => (false, true),
+                Err(_) => (false, false),
+            },
+        )
     }
 
     /// MUSCLE3's `set_response`: publishes the response of the request being

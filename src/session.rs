@@ -104,7 +104,7 @@ impl<T, S: Slot<T>> SessionState<T, S> {
     /// the returned guard's. The previous response is dropped under that guard, so a
     /// panic in its `Drop` abandons `m`.
     pub(crate) fn start(&self, m: RequestNr) -> Result<ProcessGuard<'_, T, S>, Refusal> {
-        let previous = self.word.start(m.get(), false)?;
+        let previous = self.word.start(m.get(), false, |w| self.wake_waiters(w))?;
         self.wake_waiters(previous);
         let guard = ProcessGuard {
             session: self,

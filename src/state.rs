@@ -320,7 +320,11 @@ impl StateWord {
     /// readers; from then on the word changes only as readers leave, waiters park or
     /// another triage wins, so readers cannot prolong the loop.
     #[inline]
-    pub fn start(&self, m: u64, unguarded: bool) -> Result<Word, Refusal> {
+    ///
+    /// A triage that closed the door and then finds the table refusing `m` opens it
+    /// again, clearing `PARKED`: `reopened` gets the word that replaced, to wake the
+    /// readers waiting at the door.
+    pub fn start(&self, m: u64, unguarded: bool, reopened: impl Fn(Word)) -> Result<Word, Refusal> {
         debug_assert!(m <= MAX_REQUEST);
         let mut seen = self.load();
         loop {
@@ -330,7 +334,7 @@ impl StateWord {
             match self.try_start(seen, m, unguarded) {
                 Ok(previous) => return Ok(previous),
                 Err(now) if now.is_door_closed() || Refusal::of(now, m).is_some() => seen = now,
-                Err(_) => seen = self.close_door(m)?,
+                Err(_) => seen = self.close_door(m, &reopened)?,
             }
         }
     }
@@ -354,17 +358,18 @@ impl StateWord {
     /// the word with the door closed. If the table no longer starts `m`, a door this
     /// call closed is opened again (no `start` will) and the refusal returned.
     #[cold]
-    fn close_door(&self, m: u64) -> Result<Word, Refusal> {
+    fn close_door(&self, m: u64, reopened: &impl Fn(Word)) -> Result<Word, Refusal> {
         // ORDERING: acquire, as the failed compare-and-swap it follows; the door itself
-        // publishes nothing (it only makes readers' `enter` fail and wait).
+        // publishes nothing (it only turns readers' `enter` away).
         let before = Word(self.0.fetch_or(DOOR, Ordering::Acquire));
         match Refusal::of(before, m) {
             None => Ok(Word(before.0 | DOOR)),
             Some(refusal) => {
                 if !before.is_door_closed() && !planted_bug!(KeepDoorOnRefusal) {
-                    // ORDERING: relaxed; a reader that still sees the door closed waits
-                    // for the next load, and nothing else reads the bit.
-                    self.0.fetch_and(!DOOR, Ordering::Relaxed);
+                    // ORDERING: acquire pairs with the release `park` of readers that
+                    // wait at the door, as every transition that clears PARKED.
+                    let previous = self.0.fetch_and(!(DOOR | PARKED), Ordering::Acquire);
+                    reopened(Word(previous));
                 }
                 Err(refusal)
             }
@@ -427,16 +432,16 @@ impl StateWord {
 
     /// Registers a reader of request `m`'s response, starting from the caller's
     /// snapshot `seen`; fails, with the value that showed it (`seen` itself or a newer
-    /// one), when the word is not `Ready(m)` with a response. Waits (briefly) while a
-    /// triage has the door closed or all reader places are taken.
+    /// one), when the word is not `Ready(m)` with a response or a triage has the door
+    /// closed. Waits (briefly) only when all reader places are taken.
     #[inline]
     pub fn enter_from(&self, mut seen: Word, m: u64) -> Result<(), Word> {
         let backoff = Backoff::new();
         loop {
-            if !(seen.has_response() && seen.request() == m) {
+            if !(seen.has_response() && seen.request() == m) || seen.is_door_closed() {
                 return Err(seen);
             }
-            if seen.is_door_closed() || seen.readers() == MAX_READERS {
+            if seen.readers() == MAX_READERS {
                 backoff.snooze();
                 seen = self.load();
                 continue;
@@ -651,11 +656,12 @@ mod tests {
     #[test]
     fn a_closed_door_keeps_new_readers_out_until_the_next_start() {
         let word = StateWord::new();
-        word.start(1, false).unwrap();
+        word.start(1, false, drop).unwrap();
         word.complete(1);
         word.enter(1).unwrap();
-        assert!(word.close_door(2).is_ok());
+        assert!(word.close_door(2, &drop).is_ok());
         assert!(word.load().is_door_closed());
+        assert!(word.enter(1).is_err(), "turned away at the door");
         // A reader's snapshot from before the door closed no longer matches the word.
         let before = Word(word.load().0 & !DOOR);
         assert!(word
@@ -667,7 +673,7 @@ mod tests {
                 Ordering::Relaxed
             )
             .is_err());
-        let replaced = word.start(2, false).unwrap();
+        let replaced = word.start(2, false, drop).unwrap();
         assert!(replaced.is_door_closed() && replaced.readers() == 1);
         assert!(!word.load().is_door_closed(), "start opens the door");
         word.leave();
@@ -678,23 +684,23 @@ mod tests {
     #[test]
     fn a_triage_that_the_table_refuses_opens_the_door_it_closed() {
         let word = StateWord::new();
-        word.start(1, false).unwrap();
+        word.start(1, false, drop).unwrap();
         word.complete(1);
-        assert_eq!(word.close_door(1), Err(Refusal::Resend));
+        assert_eq!(word.close_door(1, &drop), Err(Refusal::Resend));
         assert!(!word.load().is_door_closed());
-        word.start(2, false).unwrap();
-        assert_eq!(word.close_door(3), Err(Refusal::Busy { current: 2 }));
+        word.start(2, false, drop).unwrap();
+        assert_eq!(word.close_door(3, &drop), Err(Refusal::Busy { current: 2 }));
         assert!(!word.load().is_door_closed());
     }
 
     #[test]
     fn claim_takes_an_unguarded_start_once_and_keeps_its_readers_counted() {
         let word = StateWord::new();
-        word.start(1, false).unwrap();
+        word.start(1, false, drop).unwrap();
         word.complete(1);
         word.enter(1).unwrap();
         assert!(word.claim().is_err(), "nothing to claim in Ready(1)");
-        word.start(2, true).unwrap();
+        word.start(2, true, drop).unwrap();
         let claimed = word.claim().unwrap();
         assert_eq!((claimed.request(), claimed.readers()), (2, 1));
         assert!(word.claim().is_err(), "claimed once");
@@ -755,13 +761,13 @@ mod tests {
     #[test]
     fn readers_enter_only_a_ready_word_and_are_kept_across_start() {
         let word = StateWord::new();
-        word.start(1, false).unwrap();
+        word.start(1, false, drop).unwrap();
         assert_eq!(word.enter(1), Err(Word::processing(1)));
         word.complete(1);
         word.enter(1).unwrap();
         word.enter(1).unwrap();
         assert_eq!(word.load().readers(), 2);
-        let replaced = word.start(2, false).unwrap();
+        let replaced = word.start(2, false, drop).unwrap();
         assert_eq!(replaced.readers(), 2);
         assert_eq!(word.load().readers(), 2);
         assert!(word.enter(2).is_err());

@@ -1,6 +1,6 @@
-//! The bugs the models of `loom_core.rs` must catch, planted one at a time. One test
-//! binary, its tests run one after another (the switch is process-wide):
-//! `RUSTFLAGS="--cfg loom" cargo test --release --test loom_core_planted -- --test-threads=1`.
+//! The bugs the models of `loom_core.rs` must catch, planted one at a time by one test
+//! (the switch is process-wide):
+//! `RUSTFLAGS="--cfg loom" cargo test --release --test loom_core_planted`.
 #![cfg(loom)]
 
 #[path = "loom_core/models.rs"]
@@ -25,19 +25,18 @@ fn caught(bug: Bug, model: fn()) -> String {
 }
 
 #[test]
-fn a_door_left_closed_is_caught() {
+fn each_planted_bug_is_caught() {
     let message = caught(Bug::KeepDoorOnRefusal, models::door_left_open);
     assert!(
         message.contains("deadlock") || message.contains("branches"),
-        "{message}"
+        "a door left closed: {message}"
     );
-}
-
-#[test]
-fn a_waiter_that_trusts_a_foreign_parked_bit_is_caught() {
     let message = caught(
         Bug::TrustForeignParked,
         models::parked_behind_a_timed_out_waiter,
     );
-    assert!(message.contains("deadlock"), "{message}");
+    assert!(
+        message.contains("deadlock"),
+        "a foreign PARKED trusted: {message}"
+    );
 }

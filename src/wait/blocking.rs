@@ -97,14 +97,17 @@ impl<T, S: Slot<T>> SessionState<T, S> {
             // read moves it on, so the park below cannot sleep through that transition.
             let epoch = self.parker.epoch();
             let seen = self.word.load();
-            match self.look(m, seen) {
+            // The word to park on: the one just judged pending, or the one that showed
+            // the door closed; `park` fails if the word is not that one any more.
+            let seen = match self.look(m, seen) {
                 Look::Settled(settled) => {
                     spin.settled();
                     return settled.into_result();
                 }
                 Look::Moved => continue,
-                Look::Pending => {}
-            }
+                Look::Pending => seen,
+                Look::AtTheDoor(at_the_door) => at_the_door,
+            };
             if spin.spin() {
                 continue;
             }
@@ -117,6 +120,26 @@ impl<T, S: Slot<T>> SessionState<T, S> {
                 Parked::TimedOut => return self.outcome_at_deadline(m),
             }
         }
+    }
+}
+
+impl<T, S: Slot<T>> SessionState<T, S> {
+    /// Waits for the word to move on from `seen`, in which a triage has the door closed
+    /// to the readers of the current response: that triage either starts its request
+    /// or opens the door again, and both wake the readers parked here. Spins first: on
+    /// a machine with a core to spare the triage is done in well under a microsecond.
+    pub(crate) fn wait_at_the_door(&self, seen: Word) {
+        let mut spin = Spin::new();
+        while spin.spin() {
+            if self.word.load() != seen {
+                return;
+            }
+        }
+        let epoch = self.parker.epoch();
+        spin.parks();
+        // Any change of the word fails the `park`, so a triage that moved on between the
+        // load of `seen` and the epoch's leaves nothing to sleep through.
+        self.parker.park(&self.word, seen, epoch, None);
     }
 }
 
@@ -139,7 +162,7 @@ impl Parker {
 #[derive(Debug)]
 pub(crate) struct Spin {
     round: u32,
-    budget: u32,
+    budget: Option<u32>,
     parked: bool,
 }
 
@@ -151,15 +174,13 @@ thread_local! {
 }
 
 impl Spin {
+    /// No work until the first `spin`: a wait whose outcome is there at once pays
+    /// nothing for the spin.
+    #[inline]
     fn new() -> Self {
-        let budget = if MODEL_CHECKED || single_cpu() {
-            0
-        } else {
-            BUDGET.with(Cell::get)
-        };
         Spin {
             round: 0,
-            budget,
+            budget: None,
             parked: false,
         }
     }
@@ -167,7 +188,8 @@ impl Spin {
     /// Pauses for one more round and returns `true`, or `false` once the budget is spent.
     #[inline]
     fn spin(&mut self) -> bool {
-        if self.round >= self.budget {
+        let budget = *self.budget.get_or_insert_with(budget);
+        if self.round >= budget {
             return false;
         }
         for _ in 0..1u32 << self.round {
@@ -177,18 +199,31 @@ impl Spin {
         true
     }
 
+    /// The wait is about to park: spinning did not pay off this time.
     fn parks(&mut self) {
-        if !self.parked && self.budget > 0 {
-            BUDGET.with(|b| b.set(self.budget.saturating_sub(1).max(1)));
+        if let (false, Some(budget @ 1..)) = (self.parked, self.budget) {
+            BUDGET.with(|b| b.set(budget.saturating_sub(1).max(1)));
         }
         self.parked = true;
     }
 
+    /// The wait is over: if it spun and never parked, spinning paid off.
     #[inline]
     fn settled(&self) {
-        if self.round > 0 && !self.parked && self.budget < MAX_ROUNDS {
-            BUDGET.with(|b| b.set(self.budget + 1));
+        if let (false, Some(budget)) = (self.parked, self.budget) {
+            if self.round > 0 && budget < MAX_ROUNDS {
+                BUDGET.with(|b| b.set(budget + 1));
+            }
         }
+    }
+}
+
+/// This thread's spin budget in rounds (none on one CPU or under loom).
+fn budget() -> u32 {
+    if MODEL_CHECKED || single_cpu() {
+        0
+    } else {
+        BUDGET.with(Cell::get)
     }
 }
 

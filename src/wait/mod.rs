@@ -46,6 +46,9 @@ pub(crate) enum Look<T> {
     Pending,
     /// The word moved on while the response was being read: look again.
     Moved,
+    /// The response is there, but a triage has closed the door to new readers (the
+    /// word it was seen in is given): wait for the word to change.
+    AtTheDoor(Word),
 }
 
 impl<T, S: Slot<T>> SessionState<T, S> {
@@ -98,13 +101,16 @@ impl<T, S: Slot<T>> SessionState<T, S> {
     }
 
     /// The outcome of `m` now, or `None` while it is pending (reading the word again
-    /// when it moved on while the response was being read).
+    /// when it moved on while the response was being read). Where a triage has closed
+    /// the door to the response's readers, this waits for that triage to move on:
+    /// a few spins, then parked on the futex (the triage wakes it).
     pub(crate) fn settled_now(&self, m: u64) -> Option<Settled<T>> {
         loop {
             match self.look(m, self.word.load()) {
                 Look::Settled(settled) => return Some(settled),
                 Look::Moved => continue,
                 Look::Pending => return None,
+                Look::AtTheDoor(seen) => self.wait_at_the_door(seen),
             }
         }
     }
@@ -123,22 +129,25 @@ impl<T, S: Slot<T>> SessionState<T, S> {
             return Look::Settled(Settled::Abandoned);
         }
         match self.read_response(m, seen) {
-            Some(response) => Look::Settled(Settled::Response(response)),
-            None => Look::Moved,
+            Ok(Some(response)) => Look::Settled(Settled::Response(response)),
+            Err(now) if now.is_door_closed() && now.request() == m && now.has_response() => {
+                Look::AtTheDoor(now)
+            }
+            Ok(None) | Err(_) => Look::Moved,
         }
     }
 
-    /// Clones the response of `m` (the word was `seen` as `Ready(m)`), or `None` if
-    /// the word is no longer `Ready(m)`.
+    /// Clones the response of `m` (the word was `seen` as `Ready(m)`), or returns the
+    /// word that turned the reader away: no longer `Ready(m)`, or the door closed.
     #[inline]
-    fn read_response(&self, m: u64, seen: Word) -> Option<Arc<T>> {
+    fn read_response(&self, m: u64, seen: Word) -> Result<Option<Arc<T>>, Word> {
         if S::COUNTS_READERS {
-            self.word.enter_from(seen, m).ok()?;
+            self.word.enter_from(seen, m)?;
             // SAFETY: registered as a reader of `Ready(m)`: the slot is not written
             // until this thread `leave`s.
             let response = unsafe { self.slot.get() };
             self.word.leave();
-            response
+            Ok(response)
         } else {
             // SAFETY: a non-counting slot may be read at any time.
             let response = unsafe { self.slot.get() };
@@ -146,9 +155,11 @@ impl<T, S: Slot<T>> SessionState<T, S> {
             // the word still says `Ready(m)`. (The slot's acquire load makes a later
             // publish's `start` visible to this load.)
             let still = self.word.load();
-            (still.request() == m && still.has_response())
-                .then_some(response)
-                .flatten()
+            if still.request() == m && still.has_response() {
+                Ok(response)
+            } else {
+                Err(still)
+            }
         }
     }
 }
