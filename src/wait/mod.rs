@@ -52,7 +52,9 @@ pub(crate) enum Look<T> {
 }
 
 impl<T, S: Slot<T>> SessionState<T, S> {
-    /// The outcome of request `m` if it is settled, without waiting.
+    /// The outcome of request `m` if it is settled, without waiting for it to be
+    /// processed. (With the counted slot it may wait briefly for a triage that has
+    /// just closed the door to the response's readers to start the next request.)
     pub fn try_get(&self, m: RequestNr) -> Result<Arc<T>, TryGetError> {
         match self.settled_now(m.get()) {
             Some(Settled::Response(r)) => Ok(r),
