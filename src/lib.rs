@@ -64,6 +64,8 @@ pub use session::{Phase, ProcessGuard, SessionState, Status, Triage};
 pub use slot::{ArcSwapSlot, CountedSlot, Slot};
 #[doc(hidden)]
 pub use sync::planted_bugs;
+#[cfg(feature = "async")]
+pub use wait::future::{DeadlineFuture, DeadlineWait, OwnedWaitFuture, WaitFuture};
 
 /// The packed word's internals, for the fuzz targets only (`cargo fuzz` sets `fuzzing`).
 #[cfg(fuzzing)]

@@ -3,6 +3,8 @@
 use crate::request::RequestNr;
 use crate::slot::{CountedSlot, Slot};
 use crate::state::{Refusal, StateWord, Word};
+#[cfg(feature = "async")]
+use crate::sync::planted_bug;
 use crate::wait::blocking::Parker;
 use std::fmt;
 use std::marker::PhantomData;
@@ -21,6 +23,8 @@ pub struct SessionState<T, S: Slot<T> = CountedSlot<T>> {
     pub(crate) word: StateWord,
     pub(crate) parker: Parker,
     pub(crate) slot: S,
+    #[cfg(feature = "async")]
+    pub(crate) async_waiters: crate::wait::waiters::AsyncWaiters,
     _response: PhantomData<fn() -> Arc<T>>,
 }
 
@@ -79,6 +83,8 @@ impl<T, S: Slot<T>> SessionState<T, S> {
             word: StateWord::new(),
             parker: Parker::new(),
             slot: S::empty(),
+            #[cfg(feature = "async")]
+            async_waiters: crate::wait::waiters::AsyncWaiters::new(),
             _response: PhantomData,
         }
     }
@@ -129,6 +135,12 @@ impl<T, S: Slot<T>> SessionState<T, S> {
     pub(crate) fn wake_waiters(&self, previous: Word) {
         if previous.is_parked() {
             self.parker.wake();
+        }
+        #[cfg(feature = "async")]
+        if previous.has_async_waiters()
+            && !(previous.is_parked() && planted_bug!(ForgetAsyncWhenParked))
+        {
+            self.async_waiters.wake_all();
         }
     }
 

@@ -3,7 +3,7 @@
 //! ```text
 //!  63                              16 15          6    5       4        3          2        1         0
 //! +----------------------------------+-------------+---------+------+----------+--------+-----------+-------+
-//! | n: newest accepted request (48)  | readers (10)| (async) | DOOR | UNGUARDED| PARKED | ABANDONED | READY |
+//! | n: newest accepted request (48)  | readers (10)| ASYNC   | DOOR | UNGUARDED| PARKED | ABANDONED | READY |
 //! +----------------------------------+-------------+---------+------+----------+--------+-----------+-------+
 //! ```
 //!
@@ -22,7 +22,10 @@
 //! fall, so the triage finishes in as many steps as there were readers inside.
 //! `readers`: threads inside the few-instruction window in which they clone the response
 //! out of the counted slot; they can enter only in `Ready(n)` (not abandoned) with the
-//! door open. Bit 5 is reserved for a flag of the async waiters.
+//! door open. `ASYNC` (async waiters): some async waiter may be listening on the
+//! session's event; it is set only while the word is pending for that waiter, and the
+//! next `start`, `complete` or `abandon` clears it and notifies (the last async waiter to
+//! give up clears it too).
 //!
 //! Transitions (every one a single compare-and-swap or read-modify-write; there are no
 //! plain stores, so every reader's release decrement stays in the release sequence):
@@ -37,6 +40,8 @@
 //! | `Ready(n)`, door open  | `enter`     | `Ready(n)`, readers + 1       | a reader of `n`'s response  |
 //! | any                    | `leave`     | readers - 1                   | that reader                 |
 //! | unsettled for a waiter | `park`      | same, PARKED                  | a waiter about to sleep     |
+//! | unsettled for a waiter | `mark_async_waiters` | same, ASYNC          | an async waiter             |
+//! | any                    | `clear_async_waiters`| same, not ASYNC      | the last async waiter to leave |
 
 use crate::sync::{planted_bug, AtomicU64, Backoff};
 use std::fmt;
@@ -47,9 +52,10 @@ const ABANDONED: u64 = 1 << 1;
 const PARKED: u64 = 1 << 2;
 const UNGUARDED: u64 = 1 << 3;
 const DOOR: u64 = 1 << 4;
-/// Bit 5, zero in every state today: kept for a flag of the async waiters.
-#[cfg_attr(not(test), allow(dead_code))]
-const RESERVED: u64 = 1 << 5;
+/// Some async waiter may be listening on the session's event; the next transition
+/// clears it and notifies. Set only while the word is pending for that waiter.
+#[cfg_attr(not(any(test, feature = "async")), allow(dead_code))]
+const ASYNC_WAITERS: u64 = 1 << 5;
 const READER_SHIFT: u32 = 6;
 const READER_BITS: u32 = 10;
 const ONE_READER: u64 = 1 << READER_SHIFT;
@@ -106,6 +112,21 @@ impl Word {
         self.0 & PARKED != 0
     }
 
+    /// Some async waiter may be listening for the next transition.
+    #[inline]
+    pub const fn has_async_waiters(self) -> bool {
+        self.0 & ASYNC_WAITERS != 0
+    }
+
+    /// The outcome of `m` is not settled in this word: `m` is not triaged yet or is
+    /// still being processed.
+    #[cfg(feature = "async")]
+    #[inline]
+    pub const fn is_pending_for(self, m: u64) -> bool {
+        let n = self.request();
+        n < m || (n == m && !self.is_ready())
+    }
+
     /// `Processing(n)` claimable by the seed's `set_response`.
     #[inline]
     pub const fn is_unguarded(self) -> bool {
@@ -138,8 +159,7 @@ impl Word {
     pub const fn is_valid(self) -> bool {
         let abandoned_only_when_ready = !self.is_abandoned() || self.is_ready();
         let unguarded_only_when_processing = !self.is_unguarded() || !self.is_ready();
-        let no_reserved_bit = self.0 & RESERVED == 0;
-        abandoned_only_when_ready && unguarded_only_when_processing && no_reserved_bit
+        abandoned_only_when_ready && unguarded_only_when_processing
     }
 }
 
@@ -236,6 +256,9 @@ impl fmt::Debug for Word {
         }
         if fields.door {
             f.write_str(" door-closed")?;
+        }
+        if self.has_async_waiters() {
+            f.write_str(" async-waiters")?;
         }
         Ok(())
     }
@@ -473,6 +496,46 @@ impl StateWord {
             .map(drop)
             .map_err(Word)
     }
+
+    /// Sets `ASYNC_WAITERS` while the word is pending for `m`, so that the transition
+    /// that settles `m` notifies. Fails, with the word that showed it, once `m` is
+    /// settled. Always a read-modify-write, also when the bit is already set: the
+    /// caller's listener registration must happen-before the transition that reads it.
+    #[cfg(feature = "async")]
+    #[inline]
+    pub fn mark_async_waiters(&self, m: u64) -> Result<(), Word> {
+        let mut seen = self.load();
+        loop {
+            if !seen.is_pending_for(m) {
+                return Err(seen);
+            }
+            // ORDERING: release pairs with the acquire of the transition (`start`,
+            // `complete`, `abandon`) that clears the bit: the listener registered
+            // before this is visible to its notify. Acquire pairs with that
+            // transition's release when this fails, so the re-check sees its outcome.
+            match self.0.compare_exchange_weak(
+                seen.0,
+                seen.0 | ASYNC_WAITERS,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(now) => seen = Word(now),
+            }
+        }
+    }
+
+    /// Clears `ASYNC_WAITERS` unless a transition did: for the last async waiter to
+    /// leave without being notified. Returns whether this call cleared it.
+    #[cfg(feature = "async")]
+    #[inline]
+    pub fn clear_async_waiters(&self) -> bool {
+        // ORDERING: acquire pairs with waiters' release `mark_async_waiters`: a
+        // listener registered before a mark that this clears is visible to the
+        // caller's next count of listeners.
+        let previous = Word(self.0.fetch_and(!ASYNC_WAITERS, Ordering::Acquire));
+        previous.has_async_waiters()
+    }
 }
 
 /// What a triage of `m` does instead of starting it: the table's other answers.
@@ -525,7 +588,7 @@ mod tests {
 
     #[test]
     fn layout_leaves_no_gaps_and_no_overlaps() {
-        let flags = READY | ABANDONED | PARKED | UNGUARDED | DOOR | RESERVED;
+        let flags = READY | ABANDONED | PARKED | UNGUARDED | DOOR | ASYNC_WAITERS;
         let requests = MAX_REQUEST << REQUEST_SHIFT;
         assert_eq!(flags & READER_MASK, 0);
         assert_eq!(flags & requests, 0);

@@ -18,6 +18,14 @@ pub enum Bug {
     /// leaves the door closed: no `start` follows to open it, and readers of the
     /// current response wait for ever.
     KeepDoorOnRefusal = 3,
+    /// An async waiter registers its listener but never sets the word's async-waiters
+    /// bit: the transition it waits for notifies nobody.
+    AsyncSkipMark = 4,
+    /// The last async waiter to give up clears the bit without counting the listeners
+    /// again: one that marked just before the clear is never notified.
+    AsyncLeaveSkipsRecount = 5,
+    /// A transition that wakes parked threads forgets the async waiters.
+    ForgetAsyncWhenParked = 6,
 }
 
 static PLANTED: AtomicU8 = AtomicU8::new(0);

@@ -1,7 +1,12 @@
 //! Waiting for a request's outcome: the settled check every wait shares, and the
-//! deadlines. How a thread blocks (spin, `PARKED`, futex) is in [`blocking`].
+//! deadlines. How a thread blocks (spin, `PARKED`, futex) is in [`blocking`]; how a
+//! task awaits (feature `async`) is in `future` and `waiters`.
 
 pub(crate) mod blocking;
+#[cfg(feature = "async")]
+pub(crate) mod future;
+#[cfg(feature = "async")]
+pub(crate) mod waiters;
 
 use crate::error::{TryGetError, WaitError, WaitTimeoutError};
 use crate::request::RequestNr;
