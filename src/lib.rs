@@ -34,6 +34,8 @@ mod session;
 pub mod slot;
 mod state;
 mod sync;
+#[cfg(feature = "tower")]
+pub mod tower;
 pub mod transport;
 
 pub use error::{InvalidRequestNr, SetResponseError, TryGetError, WaitError, WaitTimeoutError};
