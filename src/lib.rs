@@ -26,6 +26,7 @@
 
 #![warn(missing_docs, missing_debug_implementations)]
 
+pub mod answer;
 pub mod baseline;
 mod error;
 mod request;
@@ -34,6 +35,7 @@ mod session;
 pub mod slot;
 mod state;
 mod sync;
+pub mod table;
 #[cfg(feature = "tower")]
 pub mod tower;
 pub mod transport;

@@ -28,6 +28,9 @@ pub enum Error<E> {
     },
     /// The session has moved past this request while it waited: its response is gone.
     Gone,
+    /// The copy that runs the request was still running when the resend's wait ended
+    /// (see [`ExactlyOnceLayer::with_resend_timeout`](super::ExactlyOnceLayer::with_resend_timeout)); send it again later.
+    ResendTimedOut,
     /// The request's only run failed (the inner service errored or panicked, or its
     /// response could not be stored): it has no response and never runs again.
     Abandoned,
@@ -49,6 +52,7 @@ impl<E> Error<E> {
             Error::Stale => "stale",
             Error::Busy { .. } => "busy",
             Error::Gone => "gone",
+            Error::ResendTimedOut => "still-running",
             Error::Abandoned | Error::Inner(_) => "abandoned",
             Error::Store(StoreError::TooLarge { .. }) => "response-too-large",
             Error::Store(StoreError::Body(_)) => "abandoned",
@@ -56,12 +60,13 @@ impl<E> Error<E> {
     }
 
     /// The HTTP status that fits: 400 bad key, 404 unknown session, 503 table full,
-    /// 409 stale or busy, 410 gone, 500 abandoned or failed, 502 response too large.
+    /// 409 stale or busy, 410 gone, 503 still running, 500 abandoned or failed, 502
+    /// response too large.
     pub fn status(&self) -> StatusCode {
         match self {
             Error::Key(_) => StatusCode::BAD_REQUEST,
             Error::UnknownSession => StatusCode::NOT_FOUND,
-            Error::TableFull => StatusCode::SERVICE_UNAVAILABLE,
+            Error::TableFull | Error::ResendTimedOut => StatusCode::SERVICE_UNAVAILABLE,
             Error::Stale | Error::Busy { .. } => StatusCode::CONFLICT,
             Error::Gone => StatusCode::GONE,
             Error::Abandoned | Error::Inner(_) | Error::Store(StoreError::Body(_)) => {
@@ -82,7 +87,10 @@ impl<E> Error<E> {
         response
             .headers_mut()
             .insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
-        if matches!(self, Error::TableFull | Error::Busy { .. }) {
+        if matches!(
+            self,
+            Error::TableFull | Error::Busy { .. } | Error::ResendTimedOut
+        ) {
             response
                 .headers_mut()
                 .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -100,6 +108,9 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             Error::Stale => f.write_str("the client has moved past this request"),
             Error::Busy { current } => write!(f, "request {current} is still being processed"),
             Error::Gone => f.write_str("the session has moved past this request"),
+            Error::ResendTimedOut => {
+                f.write_str("the request is still running; send it again later")
+            }
             Error::Abandoned => f.write_str("the request's only run failed; it has no response"),
             Error::Inner(e) => write!(f, "the request failed and is abandoned: {e}"),
             Error::Store(e) => write!(f, "the response could not be stored: {e}"),
@@ -125,7 +136,8 @@ mod tests {
 
     #[test]
     fn every_error_has_a_fitting_status_and_its_code_in_a_header() {
-        let cases: [(Error<Infallible>, u16, &str); 8] = [
+        let cases: [(Error<Infallible>, u16, &str); 9] = [
+            (Error::ResendTimedOut, 503, "still-running"),
             (Error::Key(KeyError::MissingSession), 400, "bad-key"),
             (Error::UnknownSession, 404, "unknown-session"),
             (Error::TableFull, 503, "table-full"),

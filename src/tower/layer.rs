@@ -4,10 +4,11 @@
 use super::error_responses::HttpErrors;
 use super::key::HeaderKey;
 use super::service::ExactlyOnce;
-use super::sessions::{SessionLimits, Sessions};
-use super::store::{HttpStore, Store};
+use super::store::{HttpStore, Store, StoredResponse};
+use crate::table::{Budget, SessionTable, TableConfig};
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 use tower_layer::Layer;
 
 /// Wraps a service so that each (session, request number) runs it at most once; see the
@@ -15,25 +16,53 @@ use tower_layer::Layer;
 pub struct ExactlyOnceLayer<K, St: Store> {
     key: K,
     store: St,
-    sessions: Arc<Sessions<St::Stored>>,
+    sessions: SessionTable<St::Stored>,
+    resend_timeout: Option<Duration>,
 }
 
 impl<K, St: Store> ExactlyOnceLayer<K, St> {
-    /// A layer taking keys with `key`, keeping responses with `store`, and holding
-    /// sessions within `limits`.
-    pub fn new(key: K, store: St, limits: SessionLimits) -> Self {
+    /// A layer taking keys with `key`, keeping responses with `store`, in `sessions`
+    /// (which may be shared with other servers; build it
+    /// [`with_weigher`](SessionTable::with_weigher) to count retained responses in its
+    /// budget).
+    pub fn new(key: K, store: St, sessions: SessionTable<St::Stored>) -> Self {
         ExactlyOnceLayer {
             key,
             store,
-            sessions: Arc::new(Sessions::new(limits)),
+            sessions,
+            resend_timeout: None,
         }
+    }
+
+    /// How long a resend waits for the copy that runs the request before it is answered
+    /// [`Error::ResendTimedOut`](super::Error::ResendTimedOut) (default: as long as
+    /// that copy runs).
+    pub fn with_resend_timeout(mut self, timeout: Duration) -> Self {
+        self.resend_timeout = Some(timeout);
+        self
+    }
+
+    /// The session table.
+    pub fn sessions(&self) -> &SessionTable<St::Stored> {
+        &self.sessions
+    }
+}
+
+impl<St: Store + Clone + Send + Sync + 'static> ExactlyOnceLayer<HeaderKey, St> {
+    /// Keys from headers, responses kept by `store`, a table of its own within
+    /// `config` whose retained responses are weighed against `budget`.
+    pub fn with_table(store: St, config: TableConfig, budget: Arc<Budget>) -> Self {
+        let weigher = store.clone();
+        let table = SessionTable::new(config, budget).with_weigher(move |r| weigher.weigh(r));
+        ExactlyOnceLayer::new(HeaderKey, store, table)
     }
 }
 
 impl ExactlyOnceLayer<HeaderKey, HttpStore> {
-    /// The HTTP layer: keys from headers, bodies buffered up to `body_limit` bytes.
-    pub fn http(body_limit: usize, limits: SessionLimits) -> Self {
-        ExactlyOnceLayer::new(HeaderKey, HttpStore::new(body_limit), limits)
+    /// The HTTP layer: keys from headers, response bodies buffered up to `body_limit`
+    /// bytes, sessions within `config`, retained responses weighed against `budget`.
+    pub fn http(body_limit: usize, config: TableConfig, budget: Arc<Budget>) -> Self {
+        ExactlyOnceLayer::with_table(HttpStore::new(body_limit), config, budget)
     }
 }
 
@@ -42,7 +71,8 @@ impl<K: Clone, St: Store + Clone> Clone for ExactlyOnceLayer<K, St> {
         ExactlyOnceLayer {
             key: self.key.clone(),
             store: self.store.clone(),
-            sessions: Arc::clone(&self.sessions),
+            sessions: self.sessions.clone(),
+            resend_timeout: self.resend_timeout,
         }
     }
 }
@@ -61,7 +91,8 @@ impl<S, K: Clone, St: Store + Clone> Layer<S> for ExactlyOnceLayer<K, St> {
             inner,
             self.key.clone(),
             self.store.clone(),
-            Arc::clone(&self.sessions),
+            self.sessions.clone(),
+            self.resend_timeout,
         )
     }
 }
@@ -75,11 +106,26 @@ pub struct HttpLayer {
 }
 
 impl HttpLayer {
-    /// Response bodies buffered up to `body_limit` bytes, sessions within `limits`.
-    pub fn new(body_limit: usize, limits: SessionLimits) -> Self {
-        HttpLayer {
-            layer: ExactlyOnceLayer::http(body_limit, limits),
-        }
+    /// Response bodies buffered up to `body_limit` bytes, sessions within `config`,
+    /// retained responses weighed against `budget`.
+    pub fn new(body_limit: usize, config: TableConfig, budget: Arc<Budget>) -> Self {
+        ExactlyOnceLayer::http(body_limit, config, budget).into()
+    }
+
+    /// See [`ExactlyOnceLayer::with_resend_timeout`].
+    pub fn with_resend_timeout(self, timeout: Duration) -> Self {
+        self.layer.with_resend_timeout(timeout).into()
+    }
+
+    /// The session table.
+    pub fn sessions(&self) -> &SessionTable<StoredResponse> {
+        self.layer.sessions()
+    }
+}
+
+impl From<ExactlyOnceLayer<HeaderKey, HttpStore>> for HttpLayer {
+    fn from(layer: ExactlyOnceLayer<HeaderKey, HttpStore>) -> Self {
+        HttpLayer { layer }
     }
 }
 

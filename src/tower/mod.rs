@@ -5,7 +5,8 @@
 //!
 //! ```
 //! use axum::{routing::post, Router};
-//! use exactly_once::tower::{Client, ClientConfig, HttpLayer, SessionLimits};
+//! use exactly_once::table::{Budget, TableConfig};
+//! use exactly_once::tower::{Client, ClientConfig, HttpLayer};
 //! use http_body_util::{BodyExt, Full};
 //! use hyper_util::{client::legacy::Client as Pool, rt::TokioExecutor};
 //! use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +20,7 @@
 //! let counted = Arc::clone(&runs);
 //! let app = Router::new()
 //!     .route("/add", post(move || async move { counted.fetch_add(1, Ordering::SeqCst).to_string() }))
-//!     .layer(HttpLayer::new(1 << 20, SessionLimits::default()));
+//!     .layer(HttpLayer::new(1 << 20, TableConfig::default(), Budget::new(64 << 20)));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
 //! let url = format!("http://{}/add", listener.local_addr().unwrap());
 //! tokio::spawn(async move { axum::serve(listener, app).await });
@@ -28,7 +29,7 @@
 //! let pool = Pool::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
 //! let mut client = Client::new(pool, ClientConfig::default());
 //! for expected in 0..3 {
-//!     let request = http::Request::post(&url).body(Full::default()).unwrap();
+//!     let request = http::Request::post(&url).body(Full::<bytes::Bytes>::default()).unwrap();
 //!     let answer = client.call(request).await.unwrap();
 //!     let body = answer.into_body().collect().await.unwrap().to_bytes();
 //!     assert_eq!(body, expected.to_string());
@@ -57,11 +58,15 @@
 //! A request with the session header `new` creates a session and is answered `201`
 //! with the id in the session header; it runs nothing. If that answer is lost the client
 //! asks again and gets a second id: the first session stays unused and expires after
-//! [`SessionLimits::unused_expiry`] (seconds), so no lost answer, this one included, can
-//! cause a second run. Ids are chosen by the server, non-zero and unguessable: ids
-//! chosen by clients would let any client create sessions at no cost to itself and
-//! collide with (or guess) other clients' ids. The table has a limit; when it is full
-//! creation answers [`Error::TableFull`] (503) after expiring what it can.
+//! [`TableConfig::unused_expiry`](crate::table::TableConfig::unused_expiry) (seconds),
+//! so no lost answer, this one included, can cause a second run. Ids are chosen by the
+//! server's [`SessionTable`](crate::table::SessionTable), non-zero and unguessable: ids
+//! chosen by clients would let one client claim sessions without limit and collide with
+//! (or guess) other clients' ids, and would move the flood defence (unused sessions
+//! expire fast, a full table evicts the longest-detached) onto ids the server cannot
+//! vouch for. A session is attached while one of its requests is in the layer, so it
+//! is never expired or evicted in the middle of a run; a full table with every session
+//! attached answers creation [`Error::TableFull`] (503).
 //!
 //! # Failures: what the client sees
 //!
@@ -82,7 +87,6 @@ mod future;
 mod key;
 mod layer;
 mod service;
-mod sessions;
 mod store;
 
 pub use client::{Client, ClientConfig, ClientError, ClientFuture, ClientLayer};
@@ -95,7 +99,6 @@ pub use key::{
 };
 pub use layer::{ExactlyOnceLayer, HttpLayer};
 pub use service::ExactlyOnce;
-pub use sessions::SessionLimits;
 pub use store::{
     BoxError, CloneStore, HttpStore, Store, StoreError, StoreResponse, StoredResponse,
 };

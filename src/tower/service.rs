@@ -2,13 +2,16 @@
 
 use super::error::Error;
 use super::future::ResponseFuture;
+use super::key::SessionId;
 use super::key::{Key, KeyError, KeyExtractor};
-use super::sessions::{Session, Sessions};
 use super::store::{Store, StoreResponse};
-use crate::{RequestNr, Triage, WaitError};
+use crate::answer::{after_wait, first_step, Refusal, Reply, Silence, Step};
+use crate::table::{Attached, SessionTable, TableError};
+use crate::{RequestNr, WaitTimeoutError};
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tower_service::Service;
 
 /// The service [`ExactlyOnceLayer`](super::ExactlyOnceLayer) makes around `S`.
@@ -16,16 +19,24 @@ pub struct ExactlyOnce<S, K, St: Store> {
     inner: S,
     key: K,
     store: St,
-    sessions: Arc<Sessions<St::Stored>>,
+    sessions: SessionTable<St::Stored>,
+    resend_timeout: Option<Duration>,
 }
 
 impl<S, K, St: Store> ExactlyOnce<S, K, St> {
-    pub(crate) fn new(inner: S, key: K, store: St, sessions: Arc<Sessions<St::Stored>>) -> Self {
+    pub(crate) fn new(
+        inner: S,
+        key: K,
+        store: St,
+        sessions: SessionTable<St::Stored>,
+        resend_timeout: Option<Duration>,
+    ) -> Self {
         ExactlyOnce {
             inner,
             key,
             store,
             sessions,
+            resend_timeout,
         }
     }
 }
@@ -36,7 +47,8 @@ impl<S: Clone, K: Clone, St: Store + Clone> Clone for ExactlyOnce<S, K, St> {
             self.inner.clone(),
             self.key.clone(),
             self.store.clone(),
-            Arc::clone(&self.sessions),
+            self.sessions.clone(),
+            self.resend_timeout,
         )
     }
 }
@@ -73,7 +85,8 @@ where
         let call = Call {
             key: self.key.key(&request),
             store: self.store.clone(),
-            sessions: Arc::clone(&self.sessions),
+            sessions: self.sessions.clone(),
+            resend_timeout: self.resend_timeout,
         };
         ResponseFuture::new(call.answer(inner, request))
     }
@@ -83,7 +96,8 @@ where
 struct Call<St: Store> {
     key: Result<Key, KeyError>,
     store: St,
-    sessions: Arc<Sessions<St::Stored>>,
+    sessions: SessionTable<St::Stored>,
+    resend_timeout: Option<Duration>,
 }
 
 impl<St: Store + Clone + Send + Sync + 'static> Call<St> {
@@ -98,22 +112,29 @@ impl<St: Store + Clone + Send + Sync + 'static> Call<St> {
     {
         let (session, m) = match self.key.map_err(Error::Key)? {
             Key::Create => {
-                let id = self.sessions.create().ok_or(Error::TableFull)?;
+                // Detached at once: unused, it expires within the table's unused expiry.
+                let created = self.sessions.create().map_err(table_error)?;
+                let id = SessionId::new(created.id()).expect("the table never makes id 0");
                 return Ok(self.store.session_created(id));
             }
             Key::End { session } => {
-                self.sessions.end(session);
+                self.sessions.end(session.get());
                 return Ok(self.store.session_ended());
             }
             Key::Call { session, request } => (session, request),
         };
-        let session = self.sessions.get(session).ok_or(Error::UnknownSession)?;
-        session.touch();
+        let session = self.sessions.attach(session.get()).map_err(table_error)?;
         // The run goes on in a task of its own, so that a caller that goes away (its
         // connection cut) does not abandon it: the client's resend gets its response.
         // A panic in the inner service ends that task, and its guard abandons `m`.
-        let run = tokio::spawn(run_once(session, m, inner, request, self.store.clone()));
-        let stored = match run.await {
+        let run = Run {
+            sessions: self.sessions.clone(),
+            session,
+            m,
+            store: self.store.clone(),
+            resend_timeout: self.resend_timeout,
+        };
+        let stored = match tokio::spawn(run.once(inner, request)).await {
             Ok(outcome) => outcome?,
             Err(_panicked_or_shut_down) => return Err(Error::Abandoned),
         };
@@ -121,50 +142,89 @@ impl<St: Store + Clone + Send + Sync + 'static> Call<St> {
     }
 }
 
-/// Triages request `m` and runs it, or waits for the copy that runs it.
-async fn run_once<S, Req, St>(
-    session: Arc<Session<St::Stored>>,
+fn table_error<E>(e: TableError) -> Error<E> {
+    match e {
+        TableError::Unknown => Error::UnknownSession,
+        TableError::Full => Error::TableFull,
+    }
+}
+
+/// Request `m` of an attached session: it stays attached (never expired or evicted)
+/// until the run or the wait is over.
+struct Run<St: Store> {
+    sessions: SessionTable<St::Stored>,
+    session: Attached<St::Stored>,
     m: RequestNr,
-    mut inner: S,
-    request: Req,
     store: St,
-) -> Result<Arc<St::Stored>, Error<S::Error>>
-where
-    S: Service<Req>,
-    St: StoreResponse<S::Response>,
-{
-    let guard = match session.state.triage(m) {
-        Triage::Process(guard) => guard,
-        Triage::Resend => return settled(&session, m).await,
-        Triage::Stale => return Err(Error::Stale),
-        Triage::Busy { current } => return Err(Error::Busy { current }),
-    };
-    let response = match inner.call(request).await {
-        Ok(response) => response,
-        Err(e) => {
-            guard.abandon();
-            return Err(Error::Inner(e));
+    resend_timeout: Option<Duration>,
+}
+
+impl<St: Store + Send + 'static> Run<St> {
+    /// Triages request `m` and runs it, or waits for the copy that runs it.
+    async fn once<S, Req>(
+        self,
+        mut inner: S,
+        request: Req,
+    ) -> Result<Arc<St::Stored>, Error<S::Error>>
+    where
+        S: Service<Req>,
+        St: StoreResponse<S::Response>,
+    {
+        let guard = match first_step(self.session.state().triage(self.m)) {
+            Step::Process(guard) => guard,
+            Step::AwaitResend => return refused(after_wait(self.settled().await)),
+            Step::Reply(reply) => return refused(reply),
+        };
+        let response = match inner.call(request).await {
+            Ok(response) => response,
+            Err(e) => {
+                guard.abandon();
+                return Err(Error::Inner(e));
+            }
+        };
+        match self.store.store(response).await {
+            Ok(stored) => {
+                let stored = guard.complete(stored);
+                self.session.retain(&stored);
+                Ok(stored)
+            }
+            Err(e) => {
+                guard.abandon();
+                Err(Error::Store(e))
+            }
         }
-    };
-    match store.store(response).await {
-        Ok(stored) => Ok(guard.complete(stored)),
-        Err(e) => {
-            guard.abandon();
-            Err(Error::Store(e))
+    }
+
+    /// The outcome of `m`, which another copy of the request is running or has run.
+    async fn settled(&self) -> Result<Arc<St::Stored>, WaitTimeoutError> {
+        let waiter = match self.sessions.attach(self.session.id()) {
+            Ok(waiter) => waiter,
+            Err(_) => return Err(WaitTimeoutError::Gone),
+        };
+        let m = self.m;
+        let wait = tokio::task::spawn_blocking(move || waiter.state().wait(m));
+        let waited = match self.resend_timeout {
+            None => wait.await,
+            Some(timeout) => match tokio::time::timeout(timeout, wait).await {
+                Ok(waited) => waited,
+                Err(_elapsed) => return Err(WaitTimeoutError::TimedOut),
+            },
+        };
+        match waited {
+            Ok(outcome) => outcome.map_err(WaitTimeoutError::from),
+            Err(_panicked_or_shut_down) => Err(WaitTimeoutError::Abandoned),
         }
     }
 }
 
-/// The outcome of `m`, which another copy of the request is running or has run.
-async fn settled<T: Send + Sync + 'static, E>(
-    session: &Arc<Session<T>>,
-    m: RequestNr,
-) -> Result<Arc<T>, Error<E>> {
-    let session = Arc::clone(session);
-    let outcome = tokio::task::spawn_blocking(move || session.state.wait(m)).await;
-    match outcome {
-        Ok(Ok(stored)) => Ok(stored),
-        Ok(Err(WaitError::Gone)) => Err(Error::Gone),
-        Ok(Err(WaitError::Abandoned)) | Err(_) => Err(Error::Abandoned),
+/// The reply for a request that is not run here, as the layer's answer.
+fn refused<T, E>(reply: Reply<T>) -> Result<Arc<T>, Error<E>> {
+    match reply {
+        Reply::Send(response) => Ok(response),
+        Reply::Nothing(Silence::Stale) => Err(Error::Stale),
+        Reply::Nothing(Silence::Gone) => Err(Error::Gone),
+        Reply::Close(Refusal::Busy { current }) => Err(Error::Busy { current }),
+        Reply::Close(Refusal::Abandoned) => Err(Error::Abandoned),
+        Reply::Close(Refusal::ResendTimedOut) => Err(Error::ResendTimedOut),
     }
 }

@@ -1,0 +1,129 @@
+//! One memory budget for every byte a server holds: messages being read, responses
+//! being written, responses retained for resends.
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// A byte budget shared by everything one server holds.
+///
+/// Bytes that may be refused (a request about to be read) are taken with
+/// [`try_reserve`](Self::try_reserve), which fails rather than exceed the limit. Bytes
+/// that must not be refused (a response already produced, which the session keeps
+/// until its client moves on) are counted with [`retain`](Self::retain) even above the
+/// limit: dropping them would lose a response, so new requests wait instead.
+pub struct Budget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+/// Bytes taken from a [`Budget`], given back when dropped.
+#[must_use = "the bytes are given back when the reservation is dropped"]
+pub struct Reservation {
+    budget: Arc<Budget>,
+    bytes: usize,
+}
+
+impl Budget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Arc<Budget> {
+        Arc::new(Budget {
+            limit,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// The limit in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        // ORDERING: a tally read on its own; it publishes nothing.
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Takes `bytes` if they fit under the limit.
+    pub fn try_reserve(self: &Arc<Self>, bytes: usize) -> Option<Reservation> {
+        // ORDERING: the counter is its own subject; the compare-exchange makes two
+        // reservations that together would exceed the limit impossible.
+        let taken = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(bytes).filter(|&sum| sum <= self.limit)
+            });
+        taken.ok().map(|_| Reservation {
+            budget: Arc::clone(self),
+            bytes,
+        })
+    }
+
+    /// Counts `bytes` that must be kept, even above the limit.
+    pub fn retain(&self, bytes: usize) {
+        // ORDERING: see `try_reserve`.
+        self.used.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Gives back bytes counted with [`retain`](Self::retain).
+    pub fn release(&self, bytes: usize) {
+        // ORDERING: see `try_reserve`.
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+impl fmt::Debug for Budget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Budget")
+            .field("limit", &self.limit)
+            .field("used", &self.used())
+            .finish()
+    }
+}
+
+impl Reservation {
+    /// The bytes reserved.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
+}
+
+impl fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reservation")
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reservation_fits_or_is_refused_and_comes_back_on_drop() {
+        let budget = Budget::new(100);
+        let a = budget.try_reserve(60).unwrap();
+        assert!(budget.try_reserve(41).is_none());
+        let b = budget.try_reserve(40).unwrap();
+        assert_eq!(budget.used(), 100);
+        drop((a, b));
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn retained_bytes_may_exceed_the_limit_and_then_block_reservations() {
+        let budget = Budget::new(10);
+        budget.retain(25);
+        assert_eq!(budget.used(), 25);
+        assert!(budget.try_reserve(1).is_none());
+        budget.release(25);
+        assert!(budget.try_reserve(10).is_some());
+    }
+}

@@ -1,0 +1,144 @@
+//! Session ids: unguessable, never 0, unique within a table, and carrying the number of
+//! the process that owns the session in their top bits.
+//!
+//! An id is `owner << RANDOM_BITS | random`, where `random` is a keyed SipHash of a
+//! counter (std's `RandomState`, whose 128-bit key comes from the operating system's
+//! random source): different on every start, unguessable without the key, and never 0.
+//! Holding one id tells nothing about any other. A router in front of several processes
+//! reads the owner with [`owner_of`] and sends a reconnecting client back to the process
+//! that holds its session.
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Bits of an id that name its owner (the top ones).
+pub const OWNER_BITS: u32 = 8;
+
+/// Bits of an id drawn at random (the rest).
+pub const RANDOM_BITS: u32 = 64 - OWNER_BITS;
+
+const RANDOM_MASK: u64 = (1 << RANDOM_BITS) - 1;
+
+/// The owner number an id carries: the `owner` of the table that made it.
+pub fn owner_of(id: u64) -> u8 {
+    (id >> RANDOM_BITS) as u8
+}
+
+/// Makes the ids of one table.
+pub(crate) struct IdMaker {
+    keys: RandomState,
+    fingerprints: RandomState,
+    /// Input of the keyed hash; only its uniqueness matters.
+    counter: AtomicU64,
+    owner: u8,
+}
+
+impl IdMaker {
+    pub(crate) fn new(owner: u8) -> Self {
+        IdMaker {
+            keys: RandomState::new(),
+            fingerprints: RandomState::new(),
+            counter: AtomicU64::new(0),
+            owner,
+        }
+    }
+
+    /// A fresh candidate id (the table checks it is not live yet).
+    pub(crate) fn next(&self) -> u64 {
+        loop {
+            // ORDERING: only uniqueness of the counter value matters.
+            let n = self.counter.fetch_add(1, Ordering::Relaxed);
+            let random = self.keys.hash_one(n) & RANDOM_MASK;
+            if random != 0 {
+                return u64::from(self.owner) << RANDOM_BITS | random;
+            }
+        }
+    }
+
+    pub(crate) fn fingerprint(&self, id: u64) -> Fingerprint {
+        Fingerprint(self.fingerprints.hash_one(id) as u32)
+    }
+}
+
+impl fmt::Debug for IdMaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdMaker")
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A short keyed hash of a session id, for logs: the same session always shows the same
+/// fingerprint in one process, but the fingerprint does not reveal the id (which is the
+/// session's only credential).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(u32);
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08x}", self.0)
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn ids_carry_their_owner_and_are_never_zero() {
+        for owner in [0u8, 1, 200, 255] {
+            let maker = IdMaker::new(owner);
+            for _ in 0..1000 {
+                let id = maker.next();
+                assert_ne!(id, 0);
+                assert_ne!(id & RANDOM_MASK, 0);
+                assert_eq!(owner_of(id), owner);
+            }
+        }
+    }
+
+    #[test]
+    fn ids_of_one_maker_are_distinct_and_two_makers_differ() {
+        let (a, b) = (IdMaker::new(3), IdMaker::new(3));
+        let first: HashSet<u64> = (0..10_000).map(|_| a.next()).collect();
+        assert_eq!(first.len(), 10_000);
+        let second: HashSet<u64> = (0..10_000).map(|_| b.next()).collect();
+        assert!(
+            first.is_disjoint(&second),
+            "another start draws other ids from the same counter"
+        );
+    }
+
+    /// Consecutive ids share no structure a guesser could use: each random bit is set
+    /// about half the time, and the difference of consecutive ids is not constant.
+    #[test]
+    fn the_random_bits_look_random() {
+        let maker = IdMaker::new(7);
+        let ids: Vec<u64> = (0..4096).map(|_| maker.next()).collect();
+        for bit in 0..RANDOM_BITS {
+            let set = ids.iter().filter(|id| *id >> bit & 1 == 1).count();
+            assert!((1700..2400).contains(&set), "bit {bit} set {set} of 4096");
+        }
+        let steps: HashSet<u64> = ids.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
+        assert!(steps.len() > 4000, "ids follow a pattern");
+    }
+
+    #[test]
+    fn a_fingerprint_is_stable_and_hides_the_id() {
+        let maker = IdMaker::new(0);
+        let id = maker.next();
+        assert_eq!(maker.fingerprint(id), maker.fingerprint(id));
+        let shown = maker.fingerprint(id).to_string();
+        assert_eq!(shown.len(), 8);
+        assert!(!shown.contains(&format!("{:x}", id & 0xffff_ffff)));
+    }
+}

@@ -1,0 +1,166 @@
+use super::*;
+use std::collections::HashSet;
+use std::sync::Mutex as StdMutex;
+
+fn table(max_sessions: usize, unused: Duration, idle: Duration) -> SessionTable<Vec<u8>> {
+    let config = TableConfig {
+        max_sessions,
+        idle_expiry: idle,
+        unused_expiry: unused,
+        owner: 5,
+    };
+    SessionTable::new(config, Budget::new(1 << 20)).with_weigher(Vec::len)
+}
+
+const LONG: Duration = Duration::from_secs(600);
+
+/// A session that completed a request, then lost its connection.
+fn used_and_detached(table: &SessionTable<Vec<u8>>) -> u64 {
+    let attached = table.create().unwrap();
+    attached.retain(&vec![0; 10]);
+    attached.id()
+}
+
+#[test]
+fn ids_are_nonzero_distinct_and_carry_the_owner() {
+    let table = table(1000, LONG, LONG);
+    let ids: HashSet<u64> = (0..1000).map(|_| table.create().unwrap().id()).collect();
+    assert_eq!(ids.len(), 1000);
+    assert!(ids.iter().all(|&id| id != 0 && owner_of(id) == 5));
+}
+
+#[test]
+fn a_full_table_of_connected_sessions_refuses_and_an_ended_session_frees_its_place() {
+    let table = table(1, LONG, LONG);
+    let held = table.create().unwrap();
+    assert_eq!(table.create().unwrap_err(), TableError::Full);
+    assert!(table.end(held.id()));
+    assert!(!table.end(held.id()));
+    assert_eq!(table.attach(held.id()).unwrap_err(), TableError::Unknown);
+    assert!(table.create().is_ok());
+}
+
+#[test]
+fn a_full_table_evicts_the_session_detached_longest_ago() {
+    let table = table(3, LONG, LONG);
+    let first = used_and_detached(&table);
+    std::thread::sleep(Duration::from_millis(3));
+    let second = used_and_detached(&table);
+    let _held = table.create().unwrap();
+    let newcomer = table.create().expect("room made by eviction");
+    assert_eq!(table.attach(first).unwrap_err(), TableError::Unknown);
+    assert!(table.attach(second).is_ok());
+    assert_eq!(table.len(), 3);
+    drop(newcomer);
+}
+
+#[test]
+fn never_used_sessions_expire_first_and_used_ones_after_the_idle_time() {
+    let table = table(10, Duration::ZERO, LONG);
+    let unused = table.create().unwrap().id();
+    let used = used_and_detached(&table);
+    let held = table.create().unwrap();
+    assert_eq!(table.expire(), 1);
+    assert_eq!(table.attach(unused).unwrap_err(), TableError::Unknown);
+    assert!(table.attach(used).is_ok());
+    assert!(table.attach(held.id()).is_ok());
+}
+
+#[test]
+fn only_sessions_without_connections_expire() {
+    let table = table(10, Duration::ZERO, Duration::ZERO);
+    let held = table.create().unwrap();
+    held.retain(&vec![1]);
+    let dropped = used_and_detached(&table);
+    assert_eq!(table.expire(), 1);
+    assert_eq!(table.attach(dropped).unwrap_err(), TableError::Unknown);
+    let again = table.attach(held.id()).unwrap();
+    drop(held);
+    assert_eq!(table.expire(), 0, "one connection is still attached");
+    drop(again);
+    assert_eq!(table.expire(), 1);
+    assert!(table.is_empty());
+}
+
+#[test]
+fn retained_responses_are_weighed_and_given_back_when_the_session_goes() {
+    let table = table(10, LONG, LONG);
+    let attached = table.create().unwrap();
+    attached.retain(&vec![0; 100]);
+    attached.retain(&vec![0; 30]);
+    assert_eq!(
+        table.budget().used(),
+        30,
+        "the newer response replaces the older"
+    );
+    let id = attached.id();
+    drop(attached);
+    assert!(table.end(id));
+    assert_eq!(table.budget().used(), 0);
+}
+
+#[test]
+fn events_report_every_change() {
+    let events = Arc::new(StdMutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    let table = SessionTable::<Vec<u8>>::new(
+        TableConfig {
+            max_sessions: 1,
+            unused_expiry: Duration::ZERO,
+            ..TableConfig::default()
+        },
+        Budget::new(0),
+    )
+    .with_observer(move |e| sink.lock().unwrap().push(e));
+    let first = table.create().unwrap();
+    let f = first.fingerprint();
+    drop(table.attach(first.id()).unwrap());
+    drop(first);
+    assert_eq!(table.expire(), 1);
+    let id = table.create().unwrap().id();
+    assert!(table.end(id));
+    let g = table.fingerprint(id);
+    assert_eq!(
+        *events.lock().unwrap(),
+        [
+            TableEvent::Created(f),
+            TableEvent::Attached(f),
+            TableEvent::Expired {
+                session: f,
+                never_used: true
+            },
+            TableEvent::Created(g),
+            TableEvent::Ended(g),
+        ]
+    );
+}
+
+#[test]
+fn reconnecting_often_keeps_the_detached_queues_small() {
+    let table = table(10, LONG, LONG);
+    let id = used_and_detached(&table);
+    for _ in 0..10_000 {
+        drop(table.attach(id).unwrap());
+    }
+    let records: usize = table.inner.shards.iter().map(|s| lock(s).records()).sum();
+    assert!(records <= 40, "{records} records for one session");
+}
+
+#[test]
+fn many_threads_create_attach_and_end_without_losing_count() {
+    let table = table(10_000, LONG, LONG);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..500 {
+                    let a = table.create().unwrap();
+                    let id = a.id();
+                    drop(a);
+                    drop(table.attach(id).unwrap());
+                    assert!(table.end(id));
+                }
+            });
+        }
+    });
+    assert!(table.is_empty());
+}
