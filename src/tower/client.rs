@@ -29,8 +29,10 @@ pub struct ClientConfig {
     pub first_backoff: Duration,
     /// The longest pause between attempts.
     pub max_backoff: Duration,
-    /// The most bytes of a request body, and of a response body, the client buffers.
-    pub body_limit: usize,
+    /// The most bytes of a request body the client buffers (and keeps until answered).
+    pub request_limit: usize,
+    /// The most bytes of a response body the client reads.
+    pub response_limit: usize,
 }
 
 impl Default for ClientConfig {
@@ -39,7 +41,8 @@ impl Default for ClientConfig {
             retry_for: Duration::from_secs(30),
             first_backoff: Duration::from_millis(5),
             max_backoff: Duration::from_secs(1),
-            body_limit: 16 << 20,
+            request_limit: 16 << 20,
+            response_limit: 16 << 20,
         }
     }
 }
@@ -47,9 +50,10 @@ impl Default for ClientConfig {
 /// Why a call got no answer from the inner service.
 #[derive(Debug)]
 pub enum ClientError {
-    /// The request body is over [`ClientConfig::body_limit`]; nothing was sent.
+    /// The request body is over [`ClientConfig::request_limit`]; nothing was sent.
     RequestTooLarge,
-    /// The response body is over [`ClientConfig::body_limit`].
+    /// The response body is over [`ClientConfig::response_limit`]: the request ran,
+    /// once, but its answer is not read.
     ResponseTooLarge,
     /// Reading the request body failed; nothing was sent.
     RequestBody(BoxError),
@@ -200,7 +204,7 @@ where
         let numbering = Arc::clone(&self.numbering);
         Box::pin(async move {
             let (parts, body) = request.into_parts();
-            let body = match Limited::new(body, call.config.body_limit).collect().await {
+            let body = match Limited::new(body, call.config.request_limit).collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(e) if e.is::<LengthLimitError>() => return Err(ClientError::RequestTooLarge),
                 Err(e) => return Err(ClientError::RequestBody(e)),
@@ -352,7 +356,7 @@ where
             Err(e) => return Attempt::Retry(e.into()),
         };
         let (parts, body) = answer.into_parts();
-        match Limited::new(body, self.config.body_limit).collect().await {
+        match Limited::new(body, self.config.response_limit).collect().await {
             Ok(body) => Attempt::Answered(Response::from_parts(parts, Full::new(body.to_bytes()))),
             Err(e) if e.is::<LengthLimitError>() => Attempt::Fail(ClientError::ResponseTooLarge),
             Err(e) => Attempt::Retry(e),
