@@ -39,6 +39,8 @@ pub mod table;
 #[cfg(feature = "tower")]
 pub mod tower;
 pub mod transport;
+#[cfg(feature = "async")]
+mod wait;
 
 pub use error::{InvalidRequestNr, SetResponseError, TryGetError, WaitError, WaitTimeoutError};
 pub use request::RequestNr;
@@ -46,6 +48,8 @@ pub use session::{Phase, ProcessGuard, SessionState, Status, Triage};
 pub use slot::{ArcSwapSlot, CountedSlot, Slot};
 #[doc(hidden)]
 pub use sync::planted_bugs;
+#[cfg(feature = "async")]
+pub use wait::future::{DeadlineFuture, DeadlineWait, OwnedWaitFuture, WaitFuture};
 
 /// The packed word's internals, for the fuzz targets only (`cargo fuzz` sets `fuzzing`).
 #[cfg(fuzzing)]

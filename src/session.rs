@@ -22,6 +22,8 @@ pub struct SessionState<T, S: Slot<T> = CountedSlot<T>> {
     word: StateWord,
     futex: Futex,
     slot: S,
+    #[cfg(feature = "async")]
+    async_waiters: crate::wait::waiters::AsyncWaiters,
     _response: PhantomData<fn() -> Arc<T>>,
 }
 
@@ -73,7 +75,7 @@ pub enum Phase {
     Abandoned,
 }
 
-enum Settled<T> {
+pub(crate) enum Settled<T> {
     Response(Arc<T>),
     Abandoned,
     Gone,
@@ -86,6 +88,8 @@ impl<T, S: Slot<T>> SessionState<T, S> {
             word: StateWord::new(),
             futex: Futex::new(),
             slot: S::empty(),
+            #[cfg(feature = "async")]
+            async_waiters: crate::wait::waiters::AsyncWaiters::new(),
             _response: PhantomData,
         }
     }
@@ -227,7 +231,7 @@ impl<T, S: Slot<T>> SessionState<T, S> {
 
     /// The outcome of `m` now (`None` while pending), reading the word again when it
     /// moved on while the response was being read.
-    fn settled_now(&self, m: u64) -> Option<Settled<T>> {
+    pub(crate) fn settled_now(&self, m: u64) -> Option<Settled<T>> {
         loop {
             match self.settled(m, self.word.load()) {
                 Some(Some(settled)) => return Some(settled),
@@ -283,6 +287,10 @@ impl<T, S: Slot<T>> SessionState<T, S> {
         if previous.is_parked() {
             self.futex.wake_all();
         }
+        #[cfg(feature = "async")]
+        if previous.has_async_waiters() {
+            self.async_waiters.wake_all();
+        }
     }
 
     /// Publishes the response of `m`, which this thread owns in `Processing(m)`.
@@ -303,10 +311,15 @@ impl<T, S: Slot<T>> SessionState<T, S> {
     pub(crate) fn word(&self) -> &StateWord {
         &self.word
     }
+
+    #[cfg(feature = "async")]
+    pub(crate) fn async_waiters(&self) -> &crate::wait::waiters::AsyncWaiters {
+        &self.async_waiters
+    }
 }
 
 impl<T> Settled<T> {
-    fn into_result(self) -> Result<Arc<T>, WaitTimeoutError> {
+    pub(crate) fn into_result(self) -> Result<Arc<T>, WaitTimeoutError> {
         match self {
             Settled::Response(r) => Ok(r),
             Settled::Abandoned => Err(WaitTimeoutError::Abandoned),

@@ -43,6 +43,9 @@ const UNGUARDED: u64 = 1 << 3;
 /// Bits 4 and 5, zero in every state today: kept for a triage door and an async-waiters flag, which take them from the reader count's old 12 bits.
 #[cfg_attr(not(test), allow(dead_code))]
 const RESERVED: u64 = (1 << 4) | (1 << 5);
+/// Some async waiter may be listening on the session's event; the next transition
+/// clears it and notifies. Set only while the word is pending for that waiter.
+const ASYNC_WAITERS: u64 = 1 << 5;
 const READER_SHIFT: u32 = 6;
 const READER_BITS: u32 = 10;
 const ONE_READER: u64 = 1 << READER_SHIFT;
@@ -97,6 +100,21 @@ impl Word {
     #[inline]
     pub const fn is_parked(self) -> bool {
         self.0 & PARKED != 0
+    }
+
+    /// Some async waiter may be listening for the next transition.
+    #[inline]
+    pub const fn has_async_waiters(self) -> bool {
+        self.0 & ASYNC_WAITERS != 0
+    }
+
+    /// The outcome of `m` is not settled in this word: `m` is not triaged yet or is
+    /// still being processed.
+    #[cfg(feature = "async")]
+    #[inline]
+    pub const fn is_pending_for(self, m: u64) -> bool {
+        let n = self.request();
+        n < m || (n == m && !self.is_ready())
     }
 
     /// `Processing(n)` claimable by the seed's `set_response`.
@@ -213,6 +231,9 @@ impl fmt::Debug for Word {
         }
         if fields.parked {
             f.write_str(" parked")?;
+        }
+        if self.has_async_waiters() {
+            f.write_str(" async-waiters")?;
         }
         if fields.unguarded {
             f.write_str(" unguarded")?;
@@ -411,6 +432,46 @@ impl StateWord {
             )
             .map(drop)
             .map_err(Word)
+    }
+
+    /// Sets `ASYNC_WAITERS` while the word is pending for `m`, so that the transition
+    /// that settles `m` notifies. Fails, with the word that showed it, once `m` is
+    /// settled. Always a read-modify-write, also when the bit is already set: the
+    /// caller's listener registration must happen-before the transition that reads it.
+    #[cfg(feature = "async")]
+    #[inline]
+    pub fn mark_async_waiters(&self, m: u64) -> Result<(), Word> {
+        let mut seen = self.load();
+        loop {
+            if !seen.is_pending_for(m) {
+                return Err(seen);
+            }
+            // ORDERING: release pairs with the acquire of the transition (`start`,
+            // `complete`, `abandon`) that clears the bit: the listener registered
+            // before this is visible to its notify. Acquire pairs with that
+            // transition's release when this fails, so the re-check sees its outcome.
+            match self.0.compare_exchange_weak(
+                seen.0,
+                seen.0 | ASYNC_WAITERS,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(now) => seen = Word(now),
+            }
+        }
+    }
+
+    /// Clears `ASYNC_WAITERS` unless a transition did: for the last async waiter to
+    /// leave without being notified. Returns whether this call cleared it.
+    #[cfg(feature = "async")]
+    #[inline]
+    pub fn clear_async_waiters(&self) -> bool {
+        // ORDERING: acquire pairs with waiters' release `mark_async_waiters`: a
+        // listener registered before a mark that this clears is visible to the
+        // caller's next count of listeners.
+        let previous = Word(self.0.fetch_and(!ASYNC_WAITERS, Ordering::Acquire));
+        previous.has_async_waiters()
     }
 }
 

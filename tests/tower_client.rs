@@ -49,7 +49,11 @@ async fn calls_cut_at_every_point_of_the_exchange_are_answered_and_run_once() {
         assert_eq!(server.runs(), 5, "cut {cut:?}");
         assert_eq!(faults.total_cuts(), 3, "cut {cut:?}");
         if cut != Cut::AfterResponse {
-            assert!(client.retries() >= 3, "cut {cut:?}: {} retries", client.retries());
+            assert!(
+                client.retries() >= 3,
+                "cut {cut:?}: {} retries",
+                client.retries()
+            );
         }
     }
 }
@@ -97,7 +101,10 @@ async fn clones_share_one_session_and_take_turns() {
         runs.push(answer.split(':').next().unwrap().to_owned());
     }
     runs.sort();
-    assert_eq!(runs, (1..=6).map(|k| format!("run {k}")).collect::<Vec<_>>());
+    assert_eq!(
+        runs,
+        (1..=6).map(|k| format!("run {k}")).collect::<Vec<_>>()
+    );
     assert_eq!(server.layer.sessions().len(), 1);
 }
 
@@ -105,9 +112,16 @@ async fn clones_share_one_session_and_take_turns() {
 async fn an_abandoned_call_is_reported_and_the_client_goes_on() {
     let server = serve(TableConfig::default()).await;
     let mut client = Client::new(pool(), config());
-    let failed = call(&mut client, &server.url("/panic"), "").await.unwrap_err();
-    assert!(matches!(&failed, ClientError::Refused { code, .. } if code == "abandoned"), "{failed}");
-    let next = call(&mut client, &server.url("/count"), "next").await.unwrap();
+    let failed = call(&mut client, &server.url("/panic"), "")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&failed, ClientError::Refused { code, .. } if code == "abandoned"),
+        "{failed}"
+    );
+    let next = call(&mut client, &server.url("/count"), "next")
+        .await
+        .unwrap();
     assert_eq!(next, "run 2: next");
     assert_eq!(server.runs(), 2);
 }
@@ -144,7 +158,10 @@ async fn a_request_body_over_the_limit_is_refused_before_anything_is_sent() {
     let refused = call(&mut client, &url, "nine byte").await.unwrap_err();
     assert!(matches!(refused, ClientError::RequestTooLarge));
     assert_eq!(server.layer.sessions().len(), 0);
-    assert_eq!(call(&mut client, &url, "eight by").await.unwrap(), "run 1: eight by");
+    assert_eq!(
+        call(&mut client, &url, "eight by").await.unwrap(),
+        "run 1: eight by"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

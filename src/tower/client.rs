@@ -204,7 +204,10 @@ where
         let numbering = Arc::clone(&self.numbering);
         Box::pin(async move {
             let (parts, body) = request.into_parts();
-            let body = match Limited::new(body, call.config.request_limit).collect().await {
+            let body = match Limited::new(body, call.config.request_limit)
+                .collect()
+                .await
+            {
                 Ok(collected) => collected.to_bytes(),
                 Err(e) if e.is::<LengthLimitError>() => return Err(ClientError::RequestTooLarge),
                 Err(e) => return Err(ClientError::RequestBody(e)),
@@ -356,7 +359,10 @@ where
             Err(e) => return Attempt::Retry(e.into()),
         };
         let (parts, body) = answer.into_parts();
-        match Limited::new(body, self.config.response_limit).collect().await {
+        match Limited::new(body, self.config.response_limit)
+            .collect()
+            .await
+        {
             Ok(body) => Attempt::Answered(Response::from_parts(parts, Full::new(body.to_bytes()))),
             Err(e) if e.is::<LengthLimitError>() => Attempt::Fail(ClientError::ResponseTooLarge),
             Err(e) => Attempt::Retry(e),

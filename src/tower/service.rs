@@ -128,7 +128,6 @@ impl<St: Store + Clone + Send + Sync + 'static> Call<St> {
         // connection cut) does not abandon it: the client's resend gets its response.
         // A panic in the inner service ends that task, and its guard abandons `m`.
         let run = Run {
-            sessions: self.sessions.clone(),
             session,
             m,
             store: self.store.clone(),
@@ -152,7 +151,6 @@ fn table_error<E>(e: TableError) -> Error<E> {
 /// Request `m` of an attached session: it stays attached (never expired or evicted)
 /// until the run or the wait is over.
 struct Run<St: Store> {
-    sessions: SessionTable<St::Stored>,
     session: Attached<St::Stored>,
     m: RequestNr,
     store: St,
@@ -195,24 +193,16 @@ impl<St: Store + Send + 'static> Run<St> {
         }
     }
 
-    /// The outcome of `m`, which another copy of the request is running or has run.
+    /// The outcome of `m`, which another copy of the request is running or has run:
+    /// awaited (woken by the transition that settles it), not polled.
     async fn settled(&self) -> Result<Arc<St::Stored>, WaitTimeoutError> {
-        let waiter = match self.sessions.attach(self.session.id()) {
-            Ok(waiter) => waiter,
-            Err(_) => return Err(WaitTimeoutError::Gone),
-        };
-        let m = self.m;
-        let wait = tokio::task::spawn_blocking(move || waiter.state().wait(m));
-        let waited = match self.resend_timeout {
-            None => wait.await,
-            Some(timeout) => match tokio::time::timeout(timeout, wait).await {
-                Ok(waited) => waited,
-                Err(_elapsed) => return Err(WaitTimeoutError::TimedOut),
-            },
-        };
-        match waited {
-            Ok(outcome) => outcome.map_err(WaitTimeoutError::from),
-            Err(_panicked_or_shut_down) => Err(WaitTimeoutError::Abandoned),
+        let state = self.session.state();
+        match self.resend_timeout {
+            None => state
+                .wait_async(self.m)
+                .await
+                .map_err(WaitTimeoutError::from),
+            Some(timeout) => state.wait_async_timeout(self.m, timeout).await,
         }
     }
 }

@@ -1,0 +1,408 @@
+//! Awaiting a request's outcome from any executor.
+//!
+//! [`SessionState::wait_async`] is [`SessionState::wait`] as a future: the same
+//! outcomes (the response, `Abandoned`, `Gone`), the same happens-before promise (what
+//! the processor did before publishing happens-before the future's return of the
+//! response), the same wake rules (complete, abandon, and a triage past the request
+//! each wake every waiter they settle). Blocking and async waiters can wait on one
+//! session at once; each kind is woken only if it is there.
+//!
+//! # How an async waiter is woken
+//!
+//! A session holds one `event_listener::Event` (a single pointer; its list is
+//! allocated on the first listen) and the state word has an async-waiters bit. A
+//! waiter registers a listener, then sets the bit with a compare-and-swap that
+//! succeeds only while its request is still pending, then waits on the listener. The
+//! transitions that settle outcomes (`start`, `complete`, `abandon`) clear the bit in
+//! the same read-modify-write that changes the state, and notify only if it was set.
+//! So a publisher that nobody waits for tests a bit, and one that only async waiters
+//! wait for makes no futex system call (and one that only blocking waiters wait for
+//! notifies no event).
+//!
+//! No wake-up is lost: the waiter's compare-and-swap is a release that the
+//! transition's swap acquires (every change of the word is a read-modify-write, so
+//! the release sequence is never broken), hence the listener registered before the
+//! mark is in the list the transition's notify walks. If the transition came first,
+//! the compare-and-swap fails and the waiter looks at the outcome again.
+//!
+//! # Why `event-listener`
+//!
+//! The candidates, measured notifying a list with nobody on it and with listeners on it
+//! (see the `mechanism` group of `benches/async.rs`): `event-listener`'s `Event` is one
+//! pointer, allocates its list only once someone listens, and unlinks a dropped
+//! listener; tokio's `Notify` is 32 bytes (the session would outgrow its 32) and ties
+//! the crate to one runtime's sync module; `atomic-waker` holds one waker only, and
+//! a list of our own would have to re-prove what `event-listener` already tests under
+//! loom. Every notification takes the event's lock, which is why it hides behind the
+//! bit: publishers that nobody waits for never reach it.
+//!
+//! # Cancel safety
+//!
+//! Every future here is cancel-safe: dropping it at any await point unlinks its
+//! listener, and the last async waiter to leave without being notified clears the
+//! word's bit, so no later publisher pays for it. A waiter that leaves never takes a
+//! wake-up from another: every notification wakes all listeners. Waiting again
+//! after a drop starts from scratch and sees the same outcome.
+//!
+//! # Deadlines on any runtime
+//!
+//! [`SessionState::wait_async_with_timer`] races the wait against any future that
+//! completes at the deadline (`tokio::time::sleep`, `async_io::Timer`, `smol::Timer`,
+//! `futures_timer::Delay`, …): a settled outcome wins over a timer that fires at the
+//! same time, and an expired timer yields [`WaitTimeoutError::TimedOut`]. With the
+//! `tokio` feature, [`wait_async_until`](SessionState::wait_async_until) and
+//! [`wait_async_timeout`](SessionState::wait_async_timeout) take an `Instant` or a
+//! `Duration` and use tokio's timer (they must be polled inside a tokio runtime with
+//! its time driver enabled).
+
+use crate::error::{WaitError, WaitTimeoutError};
+use crate::request::RequestNr;
+use crate::session::SessionState;
+use crate::slot::{CountedSlot, Slot};
+use event_listener::EventListener;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// The future of [`SessionState::wait_async`]: the outcome of one request.
+///
+/// Cancel-safe (see the [`SessionState::wait_async`] docs). `Send` when the session is
+/// `Sync`, which it is for `T: Send + Sync`.
+#[must_use = "futures do nothing unless polled"]
+pub struct WaitFuture<'s, T, S: Slot<T> = CountedSlot<T>> {
+    session: &'s SessionState<T, S>,
+    registration: Registration,
+}
+
+/// The future of [`SessionState::wait_async_owned`]: as [`WaitFuture`], holding the
+/// session by `Arc`, so it is `'static` when `T` is.
+#[must_use = "futures do nothing unless polled"]
+pub struct OwnedWaitFuture<T, S: Slot<T> = CountedSlot<T>> {
+    session: Arc<SessionState<T, S>>,
+    registration: Registration,
+}
+
+pin_project_lite::pin_project! {
+    /// A wait raced against a timer: the future of the deadline forms
+    /// ([`SessionState::wait_async_with_timer`], and with the `tokio` feature
+    /// [`wait_async_until`](SessionState::wait_async_until) and
+    /// [`wait_async_timeout`](SessionState::wait_async_timeout)).
+    ///
+    /// `W` is a [`WaitFuture`] or an [`OwnedWaitFuture`]; `D` is the timer, any future
+    /// that completes at the deadline. A settled outcome wins over a timer that fires
+    /// at the same time. Cancel-safe.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct DeadlineFuture<W, D> {
+        wait: W,
+        #[pin]
+        timer: D,
+    }
+}
+
+/// One async wait's progress: its request and, once registered, its listener.
+struct Registration {
+    m: u64,
+    listener: Option<EventListener>,
+}
+
+impl Registration {
+    fn new(m: RequestNr) -> Self {
+        Registration {
+            m: m.get(),
+            listener: None,
+        }
+    }
+
+    /// The outcome of the request once settled; otherwise registers (or stays
+    /// registered) to be woken by the transition that changes the word.
+    fn poll<T, S: Slot<T>>(
+        &mut self,
+        session: &SessionState<T, S>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Arc<T>, WaitTimeoutError>> {
+        loop {
+            if let Some(settled) = session.settled_now(self.m) {
+                // A listener still here was not notified yet: the transition that
+                // settled the outcome cleared the bit and is about to notify it.
+                self.listener = None;
+                return Poll::Ready(settled.into_result());
+            }
+            let listener = self
+                .listener
+                .get_or_insert_with(|| session.async_waiters().listen());
+            if session.word().mark_async_waiters(self.m).is_err() {
+                continue;
+            }
+            match Pin::new(listener).poll(cx) {
+                // Woken by a transition: look at the outcome again.
+                Poll::Ready(()) => self.listener = None,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// The last look once the deadline has passed: a settled outcome still wins.
+    fn outcome_at_deadline<T, S: Slot<T>>(
+        &mut self,
+        session: &SessionState<T, S>,
+    ) -> Result<Arc<T>, WaitTimeoutError> {
+        self.leave(session);
+        session
+            .settled_now(self.m)
+            .map_or(Err(WaitTimeoutError::TimedOut), |settled| {
+                settled.into_result()
+            })
+    }
+
+    fn leave<T, S: Slot<T>>(&mut self, session: &SessionState<T, S>) {
+        if let Some(listener) = self.listener.take() {
+            session.async_waiters().leave(listener, session.word());
+        }
+    }
+}
+
+/// The wait futures a [`DeadlineFuture`] can race against a timer. Sealed.
+pub trait DeadlineWait: sealed::Sealed {
+    /// The response type.
+    type Response;
+}
+
+mod sealed {
+    use super::*;
+
+    pub trait Sealed: Unpin {
+        type Response;
+        fn poll_outcome(
+            &mut self,
+            cx: &mut Context<'_>,
+        ) -> Poll<Result<Arc<Self::Response>, WaitTimeoutError>>;
+        fn outcome_at_deadline(&mut self) -> Result<Arc<Self::Response>, WaitTimeoutError>;
+    }
+
+    impl<T, S: Slot<T>> Sealed for WaitFuture<'_, T, S> {
+        type Response = T;
+        fn poll_outcome(&mut self, cx: &mut Context<'_>) -> Poll<Result<Arc<T>, WaitTimeoutError>> {
+            self.registration.poll(self.session, cx)
+        }
+        fn outcome_at_deadline(&mut self) -> Result<Arc<T>, WaitTimeoutError> {
+            self.registration.outcome_at_deadline(self.session)
+        }
+    }
+
+    impl<T, S: Slot<T>> Sealed for OwnedWaitFuture<T, S> {
+        type Response = T;
+        fn poll_outcome(&mut self, cx: &mut Context<'_>) -> Poll<Result<Arc<T>, WaitTimeoutError>> {
+            self.registration.poll(&self.session, cx)
+        }
+        fn outcome_at_deadline(&mut self) -> Result<Arc<T>, WaitTimeoutError> {
+            self.registration.outcome_at_deadline(&self.session)
+        }
+    }
+}
+
+impl<T, S: Slot<T>> DeadlineWait for WaitFuture<'_, T, S> {
+    type Response = T;
+}
+
+impl<T, S: Slot<T>> DeadlineWait for OwnedWaitFuture<T, S> {
+    type Response = T;
+}
+
+/// A wait without deadline cannot time out.
+fn without_deadline<T>(outcome: Result<Arc<T>, WaitTimeoutError>) -> Result<Arc<T>, WaitError> {
+    outcome.map_err(|e| match e {
+        WaitTimeoutError::Abandoned => WaitError::Abandoned,
+        WaitTimeoutError::Gone => WaitError::Gone,
+        WaitTimeoutError::TimedOut => unreachable!("a wait without deadline timed out"),
+    })
+}
+
+impl<T, S: Slot<T>> Future for WaitFuture<'_, T, S> {
+    type Output = Result<Arc<T>, WaitError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.registration
+            .poll(this.session, cx)
+            .map(without_deadline)
+    }
+}
+
+impl<T, S: Slot<T>> Future for OwnedWaitFuture<T, S> {
+    type Output = Result<Arc<T>, WaitError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.registration
+            .poll(&this.session, cx)
+            .map(without_deadline)
+    }
+}
+
+impl<W: DeadlineWait, D: Future> Future for DeadlineFuture<W, D> {
+    type Output = Result<Arc<<W as sealed::Sealed>::Response>, WaitTimeoutError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(outcome) = this.wait.poll_outcome(cx) {
+            return Poll::Ready(outcome);
+        }
+        match this.timer.poll(cx) {
+            Poll::Ready(_) => Poll::Ready(this.wait.outcome_at_deadline()),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T, S: Slot<T>> Drop for WaitFuture<'_, T, S> {
+    fn drop(&mut self) {
+        self.registration.leave(self.session);
+    }
+}
+
+impl<T, S: Slot<T>> Drop for OwnedWaitFuture<T, S> {
+    fn drop(&mut self) {
+        self.registration.leave(&self.session);
+    }
+}
+
+/// # Async waits
+///
+/// These need the `async` feature. They work on any executor (tokio, smol,
+/// `futures::executor`, …).
+///
+/// # Cancel safety
+///
+/// Every future returned here is cancel-safe: dropping it (in a `select!` branch that
+/// lost, on a timeout, with its task) leaves nothing registered that costs a later
+/// publisher, takes no wake-up from any other waiter, and loses nothing: waiting again
+/// gives the same outcome.
+impl<T, S: Slot<T>> SessionState<T, S> {
+    /// Waits, without blocking the thread, for the outcome of request `m`: its
+    /// response, `Abandoned`, or `Gone` once the session has moved past `m`, exactly as
+    /// [`wait`](Self::wait). Waiting for a request that has not been triaged yet waits
+    /// for it to be triaged and settled.
+    ///
+    /// This has no deadline: race it against a timer with
+    /// [`wait_async_with_timer`](Self::wait_async_with_timer) unless the request's
+    /// processor is known to be making progress.
+    pub fn wait_async(&self, m: RequestNr) -> WaitFuture<'_, T, S> {
+        WaitFuture {
+            session: self,
+            registration: Registration::new(m),
+        }
+    }
+
+    /// As [`wait_async`](Self::wait_async), holding the session by `Arc`: the future
+    /// is `'static` when `T` is, for tasks that must own what they wait on.
+    pub fn wait_async_owned(self: &Arc<Self>, m: RequestNr) -> OwnedWaitFuture<T, S> {
+        OwnedWaitFuture {
+            session: Arc::clone(self),
+            registration: Registration::new(m),
+        }
+    }
+
+    /// As [`wait_async`](Self::wait_async), giving up with
+    /// [`WaitTimeoutError::TimedOut`] once `timer` completes: pass any runtime's sleep
+    /// (`tokio::time::sleep_until(deadline)`, `async_io::Timer::at(deadline)`, …). A
+    /// settled outcome wins over a timer that fires at the same time.
+    pub fn wait_async_with_timer<D: Future>(
+        &self,
+        m: RequestNr,
+        timer: D,
+    ) -> DeadlineFuture<WaitFuture<'_, T, S>, D> {
+        DeadlineFuture {
+            wait: self.wait_async(m),
+            timer,
+        }
+    }
+
+    /// As [`wait_async_with_timer`](Self::wait_async_with_timer), holding the session by
+    /// `Arc`.
+    pub fn wait_async_owned_with_timer<D: Future>(
+        self: &Arc<Self>,
+        m: RequestNr,
+        timer: D,
+    ) -> DeadlineFuture<OwnedWaitFuture<T, S>, D> {
+        DeadlineFuture {
+            wait: self.wait_async_owned(m),
+            timer,
+        }
+    }
+}
+
+/// # Async waits with tokio's timer
+///
+/// These need the `tokio` feature and must be polled inside a tokio runtime whose time
+/// driver is enabled.
+#[cfg(feature = "tokio")]
+impl<T, S: Slot<T>> SessionState<T, S> {
+    /// As [`wait_async`](Self::wait_async), giving up at `deadline`.
+    pub fn wait_async_until(
+        &self,
+        m: RequestNr,
+        deadline: std::time::Instant,
+    ) -> DeadlineFuture<WaitFuture<'_, T, S>, tokio::time::Sleep> {
+        let timer = tokio::time::sleep_until(deadline.into());
+        self.wait_async_with_timer(m, timer)
+    }
+
+    /// As [`wait_async`](Self::wait_async), giving up after `timeout`.
+    pub fn wait_async_timeout(
+        &self,
+        m: RequestNr,
+        timeout: std::time::Duration,
+    ) -> DeadlineFuture<WaitFuture<'_, T, S>, tokio::time::Sleep> {
+        self.wait_async_with_timer(m, tokio::time::sleep(timeout))
+    }
+
+    /// As [`wait_async_until`](Self::wait_async_until), holding the session by `Arc`.
+    pub fn wait_async_owned_until(
+        self: &Arc<Self>,
+        m: RequestNr,
+        deadline: std::time::Instant,
+    ) -> DeadlineFuture<OwnedWaitFuture<T, S>, tokio::time::Sleep> {
+        let timer = tokio::time::sleep_until(deadline.into());
+        self.wait_async_owned_with_timer(m, timer)
+    }
+
+    /// As [`wait_async_timeout`](Self::wait_async_timeout), holding the session by `Arc`.
+    pub fn wait_async_owned_timeout(
+        self: &Arc<Self>,
+        m: RequestNr,
+        timeout: std::time::Duration,
+    ) -> DeadlineFuture<OwnedWaitFuture<T, S>, tokio::time::Sleep> {
+        self.wait_async_owned_with_timer(m, tokio::time::sleep(timeout))
+    }
+}
+
+impl<T, S: Slot<T>> fmt::Debug for WaitFuture<'_, T, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.registration.describe(f, "WaitFuture")
+    }
+}
+
+impl<T, S: Slot<T>> fmt::Debug for OwnedWaitFuture<T, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.registration.describe(f, "OwnedWaitFuture")
+    }
+}
+
+impl<W: fmt::Debug, D> fmt::Debug for DeadlineFuture<W, D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadlineFuture")
+            .field("wait", &self.wait)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registration {
+    fn describe(&self, f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
+        f.debug_struct(name)
+            .field("request", &self.m)
+            .field("registered", &self.listener.is_some())
+            .finish()
+    }
+}

@@ -1,0 +1,390 @@
+//! `wait_async` and its deadline and owned forms as a specification: the outcomes of
+//! `wait` (response, abandoned, gone, timed out), on three executors, blocking and async
+//! waiters side by side, cancellation, and the futures' auto traits.
+//!
+//! No test can hang the suite: every wait that is expected to return is raced against
+//! a generous timer, and every thread is joined.
+
+#![cfg(feature = "async")]
+#![allow(missing_docs)]
+
+use exactly_once::{
+    ArcSwapSessionState, OwnedWaitFuture, ProcessGuard, RequestNr, SessionState, Slot, Triage,
+    WaitError, WaitFuture, WaitTimeoutError,
+};
+use futures_lite::future::{block_on, poll_once};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::thread;
+use std::time::Duration;
+
+type Response = Vec<u8>;
+type Session = SessionState<Response>;
+
+/// The bound on every wait that is expected to return: far above any real latency.
+const GENEROUS: Duration = Duration::from_secs(10);
+/// How long a waiter must stay pending to count as waiting.
+const STILL_WAITING: Duration = Duration::from_millis(50);
+
+fn nr(n: u64) -> RequestNr {
+    RequestNr::new(n).expect("a valid request number")
+}
+
+fn response(m: u64) -> Response {
+    format!("response to {m}").into_bytes()
+}
+
+fn process<S: Slot<Response>>(
+    s: &SessionState<Response, S>,
+    m: u64,
+) -> ProcessGuard<'_, Response, S> {
+    match s.triage(nr(m)) {
+        Triage::Process(guard) => guard,
+        other => panic!("triage({m}) on {s:?}: expected Process, got {other:?}"),
+    }
+}
+
+/// A timer on a thread of its own, so that the runtime-agnostic forms are tested on
+/// executors without a timer.
+struct ThreadTimer {
+    shared: Arc<Mutex<(bool, Option<Waker>)>>,
+}
+
+fn thread_timer(after: Duration) -> ThreadTimer {
+    let shared = Arc::new(Mutex::new((false, None::<Waker>)));
+    let fired = Arc::clone(&shared);
+    thread::spawn(move || {
+        thread::sleep(after);
+        let mut state = fired.lock().unwrap();
+        state.0 = true;
+        if let Some(waker) = state.1.take() {
+            waker.wake();
+        }
+    });
+    ThreadTimer { shared }
+}
+
+impl Future for ThreadTimer {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.shared.lock().unwrap();
+        if state.0 {
+            return Poll::Ready(());
+        }
+        state.1 = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+type Waited = Result<Arc<Response>, WaitTimeoutError>;
+type Executor = fn(Pin<&mut dyn Future<Output = Waited>>) -> Waited;
+
+/// `wait_async(m)` on the calling thread with `executor`, bounded by `GENEROUS`.
+fn wait_bounded<S: Slot<Response>>(
+    s: &SessionState<Response, S>,
+    m: u64,
+    executor: Executor,
+) -> Waited {
+    executor(std::pin::pin!(
+        s.wait_async_with_timer(nr(m), thread_timer(GENEROUS))
+    ))
+}
+
+fn on_futures_lite(f: Pin<&mut dyn Future<Output = Waited>>) -> Waited {
+    block_on(f)
+}
+
+fn on_futures_executor(f: Pin<&mut dyn Future<Output = Waited>>) -> Waited {
+    futures_executor::block_on(f)
+}
+
+fn on_tokio(f: Pin<&mut dyn Future<Output = Waited>>) -> Waited {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+const EXECUTORS: [(&str, Executor); 3] = [
+    ("futures-lite", on_futures_lite),
+    ("futures-executor", on_futures_executor),
+    ("tokio", on_tokio),
+];
+
+/// Settles request `m` of `s` from another thread once a waiter has had time to register.
+fn settle_later<'s>(
+    scope: &'s thread::Scope<'s, '_>,
+    guard: ProcessGuard<'s, Response, impl Slot<Response>>,
+    complete: bool,
+) {
+    scope.spawn(move || {
+        thread::sleep(STILL_WAITING);
+        if complete {
+            let m = guard.request().get();
+            guard.publish(response(m));
+        } else {
+            guard.abandon();
+        }
+    });
+}
+
+#[test]
+fn an_async_waiter_gets_the_response_published_while_it_waits_on_every_executor() {
+    for (name, executor) in EXECUTORS {
+        let s = Session::new();
+        thread::scope(|scope| {
+            settle_later(scope, process(&s, 1), true);
+            assert_eq!(
+                wait_bounded(&s, 1, executor).as_deref(),
+                Ok(&response(1)),
+                "{name}"
+            );
+        });
+    }
+}
+
+#[test]
+fn an_async_waiter_gets_abandoned_when_the_processor_drops_out_on_every_executor() {
+    for (name, executor) in EXECUTORS {
+        let s = Session::new();
+        thread::scope(|scope| {
+            settle_later(scope, process(&s, 1), false);
+            assert_eq!(
+                wait_bounded(&s, 1, executor),
+                Err(WaitTimeoutError::Abandoned),
+                "{name}"
+            );
+        });
+    }
+}
+
+#[test]
+fn an_async_waiter_gets_gone_when_the_session_has_moved_past_its_request() {
+    let s = Session::new();
+    process(&s, 1).publish(response(1));
+    let guard = process(&s, 2);
+    assert_eq!(
+        wait_bounded(&s, 1, on_futures_lite),
+        Err(WaitTimeoutError::Gone)
+    );
+    drop(guard);
+}
+
+#[test]
+fn a_waiter_for_an_old_request_is_woken_by_the_triage_of_a_newer_one() {
+    let s = Session::new();
+    let first = process(&s, 1);
+    thread::scope(|scope| {
+        let waiter = scope.spawn(|| wait_bounded(&s, 1, on_futures_lite));
+        thread::sleep(STILL_WAITING);
+        first.publish(response(1));
+        assert_eq!(waiter.join().unwrap().as_deref(), Ok(&response(1)));
+    });
+    // Waiting for 2 while 1 is Ready, then 3 is triaged (a gap): 2 is gone.
+    thread::scope(|scope| {
+        let waiter = scope.spawn(|| wait_bounded(&s, 2, on_futures_lite));
+        thread::sleep(STILL_WAITING);
+        let guard = process(&s, 3);
+        assert_eq!(waiter.join().unwrap(), Err(WaitTimeoutError::Gone));
+        drop(guard);
+    });
+}
+
+#[test]
+fn waiting_for_a_request_not_yet_triaged_waits_for_its_triage_and_its_outcome() {
+    let s = Session::new();
+    thread::scope(|scope| {
+        let waiter = scope.spawn(|| wait_bounded(&s, 1, on_futures_executor));
+        thread::sleep(STILL_WAITING);
+        let guard = process(&s, 1);
+        thread::sleep(STILL_WAITING);
+        guard.publish(response(1));
+        assert_eq!(waiter.join().unwrap().as_deref(), Ok(&response(1)));
+    });
+}
+
+#[test]
+fn a_settled_outcome_is_returned_at_the_first_poll() {
+    let s = Session::new();
+    process(&s, 1).publish(response(1));
+    assert_eq!(
+        block_on(poll_once(s.wait_async(nr(1)))).unwrap().as_deref(),
+        Ok(&response(1))
+    );
+    process(&s, 2).abandon();
+    assert_eq!(
+        block_on(poll_once(s.wait_async(nr(2)))),
+        Some(Err(WaitError::Abandoned))
+    );
+    assert_eq!(
+        block_on(poll_once(s.wait_async(nr(1)))),
+        Some(Err(WaitError::Gone))
+    );
+}
+
+#[test]
+fn a_pending_wait_stays_pending() {
+    let s = Session::new();
+    let guard = process(&s, 1);
+    let mut wait = s.wait_async(nr(1));
+    assert!(block_on(poll_once(&mut wait)).is_none());
+    assert!(block_on(poll_once(&mut wait)).is_none());
+    guard.publish(response(1));
+    assert_eq!(
+        block_on(poll_once(&mut wait)).unwrap().as_deref(),
+        Ok(&response(1))
+    );
+}
+
+#[test]
+fn blocking_and_async_waiters_on_one_session_are_all_woken_by_one_publish() {
+    let s = Arc::new(Session::new());
+    let guard = process(&s, 1);
+    thread::scope(|scope| {
+        let blocking: Vec<_> = (0..2)
+            .map(|_| scope.spawn(|| s.wait_timeout(nr(1), GENEROUS)))
+            .collect();
+        let asynchronous: Vec<_> = (0..2)
+            .map(|_| scope.spawn(|| wait_bounded(&s, 1, on_futures_lite)))
+            .collect();
+        thread::sleep(STILL_WAITING);
+        guard.publish(response(1));
+        for waiter in blocking {
+            assert_eq!(waiter.join().unwrap().as_deref(), Ok(&response(1)));
+        }
+        for waiter in asynchronous {
+            assert_eq!(waiter.join().unwrap().as_deref(), Ok(&response(1)));
+        }
+    });
+}
+
+#[test]
+fn dropping_a_pending_wait_takes_no_wake_up_from_the_others() {
+    let s = Session::new();
+    let guard = process(&s, 1);
+    thread::scope(|scope| {
+        let staying = scope.spawn(|| wait_bounded(&s, 1, on_futures_lite));
+        for _ in 0..3 {
+            let mut cancelled = s.wait_async(nr(1));
+            assert!(block_on(poll_once(&mut cancelled)).is_none());
+            drop(cancelled);
+        }
+        thread::sleep(STILL_WAITING);
+        let mut cancelled_late = s.wait_async(nr(1));
+        assert!(block_on(poll_once(&mut cancelled_late)).is_none());
+        guard.publish(response(1));
+        drop(cancelled_late);
+        assert_eq!(staying.join().unwrap().as_deref(), Ok(&response(1)));
+    });
+    // Waiting again after a drop sees the same outcome.
+    assert_eq!(block_on(s.wait_async(nr(1))).as_deref(), Ok(&response(1)));
+}
+
+#[test]
+fn a_timer_that_fires_first_gives_timed_out_and_a_settled_outcome_wins_over_it() {
+    let s = Session::new();
+    let guard = process(&s, 1);
+    let timed_out = block_on(s.wait_async_with_timer(nr(1), thread_timer(STILL_WAITING)));
+    assert_eq!(timed_out, Err(WaitTimeoutError::TimedOut));
+    // A timer that is ready at once: the outcome is still looked at first.
+    assert_eq!(
+        block_on(s.wait_async_with_timer(nr(1), std::future::ready(()))),
+        Err(WaitTimeoutError::TimedOut)
+    );
+    guard.publish(response(1));
+    let settled = block_on(s.wait_async_with_timer(nr(1), std::future::ready(())));
+    assert_eq!(settled.as_deref(), Ok(&response(1)));
+}
+
+#[test]
+fn the_arc_swap_slot_serves_async_waiters_too() {
+    let s = ArcSwapSessionState::<Response>::new();
+    thread::scope(|scope| {
+        settle_later(scope, process(&s, 1), true);
+        assert_eq!(wait_bounded(&s, 1, on_tokio).as_deref(), Ok(&response(1)));
+    });
+}
+
+#[test]
+fn the_futures_are_send_and_the_owned_ones_static() {
+    fn send<F: Future + Send>(_: &F) {}
+    fn send_static<F: Future + Send + 'static>(_: &F) {}
+    let s = Arc::new(Session::new());
+    let wait: WaitFuture<'_, Response> = s.wait_async(nr(1));
+    send(&wait);
+    let owned: OwnedWaitFuture<Response> = s.wait_async_owned(nr(1));
+    send_static(&owned);
+    send_static(&s.wait_async_owned_with_timer(nr(1), std::future::ready(())));
+    send(&s.wait_async_with_timer(nr(1), std::future::ready(())));
+}
+
+#[cfg(feature = "tokio")]
+mod with_tokio {
+    use super::*;
+    use std::time::Instant;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn owned_waits_run_in_spawned_tasks_and_see_the_response() {
+        let s = Arc::new(Session::new());
+        let waiters: Vec<_> = (0..8)
+            .map(|_| tokio::spawn(s.wait_async_owned_timeout(nr(1), GENEROUS)))
+            .collect();
+        let plain = tokio::spawn(s.wait_async_owned(nr(1)));
+        tokio::time::sleep(STILL_WAITING).await;
+        process(&s, 1).publish(response(1));
+        for waiter in waiters {
+            assert_eq!(waiter.await.unwrap().as_deref(), Ok(&response(1)));
+        }
+        let plain = tokio::time::timeout(GENEROUS, plain)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(plain.as_deref(), Ok(&response(1)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tokio_deadlines_time_out_while_pending_and_return_what_settled_before() {
+        let s = Arc::new(Session::new());
+        let guard = process(&s, 1);
+        assert_eq!(
+            s.wait_async_timeout(nr(1), STILL_WAITING).await,
+            Err(WaitTimeoutError::TimedOut)
+        );
+        let deadline = Instant::now() + STILL_WAITING;
+        assert_eq!(
+            s.wait_async_until(nr(1), deadline).await,
+            Err(WaitTimeoutError::TimedOut)
+        );
+        assert_eq!(
+            s.wait_async_owned_until(nr(1), deadline).await,
+            Err(WaitTimeoutError::TimedOut)
+        );
+        let waiting = tokio::spawn(s.wait_async_owned_until(nr(1), Instant::now() + GENEROUS));
+        guard.publish(response(1));
+        assert_eq!(waiting.await.unwrap().as_deref(), Ok(&response(1)));
+        let past = Instant::now() - Duration::from_millis(1);
+        assert_eq!(
+            s.wait_async_until(nr(1), past).await.as_deref(),
+            Ok(&response(1))
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_select_that_drops_the_wait_leaves_the_session_usable() {
+        let s = Session::new();
+        let guard = process(&s, 1);
+        tokio::select! {
+            _ = s.wait_async(nr(1)) => panic!("nothing was published"),
+            _ = tokio::time::sleep(STILL_WAITING) => {}
+        }
+        guard.publish(response(1));
+        let again = tokio::time::timeout(GENEROUS, s.wait_async(nr(1)))
+            .await
+            .unwrap();
+        assert_eq!(again.as_deref(), Ok(&response(1)));
+    }
+}
