@@ -201,3 +201,36 @@ async fn an_ended_session_frees_its_place_and_is_unknown_after() {
     assert!(refused(StatusCode::NOT_FOUND, "unknown-session")(&after));
     assert_eq!(server.runs(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_budget_cannot_take_is_refused_before_it_runs_and_runs_once_later() {
+    use exactly_once::table::Budget;
+    use exactly_once::tower::HttpLayer;
+    let limit = tower_support::BODY_LIMIT;
+    let budget = Budget::new(limit * 3 / 2);
+    let layer = HttpLayer::new(limit, TableConfig::default(), budget);
+    let server = tower_support::serve_layer(layer).await;
+    let pool = pool();
+    let (slow, other) = (
+        create_session(&pool, &server).await,
+        create_session(&pool, &server).await,
+    );
+    let url = server.url("/count");
+    let running = tokio::spawn({
+        let (pool, req) = (
+            pool.clone(),
+            request(&url, Some(&slow), 1, &[("delay-ms", "400")], "s"),
+        );
+        async move { send(&pool, req).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let refused_now = send(&pool, request(&url, Some(&other), 1, &[], "o")).await;
+    assert!(
+        refused(StatusCode::SERVICE_UNAVAILABLE, "over-budget")(&refused_now),
+        "{refused_now:?}"
+    );
+    assert_eq!(running.await.unwrap().body, "run 1: s");
+    let later = send(&pool, request(&url, Some(&other), 1, &[], "o")).await;
+    assert_eq!(later.body, "run 2: o");
+    assert_eq!(server.runs(), 2);
+}

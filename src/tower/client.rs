@@ -129,17 +129,22 @@ struct Numbering {
     next: RequestNr,
 }
 
+impl Numbering {
+    fn new() -> Self {
+        Numbering {
+            session: None,
+            next: RequestNr::FIRST,
+        }
+    }
+}
+
 impl<S> Client<S> {
     /// A client with no session yet.
     pub fn new(inner: S, config: ClientConfig) -> Self {
-        let numbering = Numbering {
-            session: None,
-            next: RequestNr::FIRST,
-        };
         Client {
             inner,
             config,
-            numbering: Arc::new(Mutex::new(numbering)),
+            numbering: Arc::new(Mutex::new(Numbering::new())),
             retries: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -284,8 +289,12 @@ where
         };
         let m = numbering.next;
         // Taken before the first send: a call given up after sending must never lend
-        // its number to a different request.
-        numbering.next = m.next().unwrap_or(m);
+        // its number to a different request. After the last number the next call
+        // starts a new session.
+        match m.next() {
+            Ok(next) => numbering.next = next,
+            Err(_) => *numbering = Numbering::new(),
+        }
         let id = HeaderValue::from_str(&session.to_string()).expect("hex digits");
         let answer = self
             .until_answered(|| template.request(body.clone(), id.clone(), m.get()))
@@ -294,7 +303,7 @@ where
             None => Ok(answer),
             Some(code) => {
                 if code == "unknown-session" {
-                    numbering.session = None;
+                    *numbering = Numbering::new();
                 }
                 Err(ClientError::Refused {
                     status: answer.status(),
@@ -321,8 +330,10 @@ where
         }
     }
 
-    /// Sends `request()` until an answer arrives in full; a connection error or a busy
-    /// session is tried again after a pause, until [`ClientConfig::retry_for`].
+    /// Sends `request()` until an answer arrives in full; a connection error or an
+    /// answer that asks for a later try (busy session, request still running, server
+    /// out of budget or sessions) is tried again after a pause, until
+    /// [`ClientConfig::retry_for`].
     async fn until_answered(
         &mut self,
         request: impl Fn() -> Request<Full<Bytes>>,
@@ -333,10 +344,12 @@ where
         loop {
             attempts += 1;
             let last = match self.attempt(request()).await {
-                Attempt::Answered(answer) if refusal(&answer).as_deref() != Some("busy") => {
-                    return Ok(answer)
-                }
-                Attempt::Answered(_) => "the session is busy with an earlier request".into(),
+                Attempt::Answered(answer) => match refusal(&answer) {
+                    Some(code) if RETRY_LATER.contains(&code.as_str()) => {
+                        format!("the server asks to send again later: {code}").into()
+                    }
+                    _ => return Ok(answer),
+                },
                 Attempt::Retry(e) => e,
                 Attempt::Fail(e) => return Err(e),
             };
@@ -369,6 +382,9 @@ where
         }
     }
 }
+
+/// The layer's answers that mean "this request has not run; send it again later".
+const RETRY_LATER: [&str; 4] = ["busy", "still-running", "over-budget", "table-full"];
 
 /// The layer's error code, if the server answered for the layer.
 fn refusal<B>(answer: &Response<B>) -> Option<String> {

@@ -18,6 +18,9 @@ pub enum Error<E> {
     UnknownSession,
     /// The table holds as many sessions as it may; try again later.
     TableFull,
+    /// The memory budget cannot take the response this request may produce: it was not
+    /// triaged nor run; send it again later.
+    OverBudget,
     /// The client has already moved past this request; nothing was executed.
     Stale,
     /// The session is still processing an earlier request `current`: a client that
@@ -49,6 +52,7 @@ impl<E> Error<E> {
             Error::Key(_) => "bad-key",
             Error::UnknownSession => "unknown-session",
             Error::TableFull => "table-full",
+            Error::OverBudget => "over-budget",
             Error::Stale => "stale",
             Error::Busy { .. } => "busy",
             Error::Gone => "gone",
@@ -59,14 +63,16 @@ impl<E> Error<E> {
         }
     }
 
-    /// The HTTP status that fits: 400 bad key, 404 unknown session, 503 table full,
-    /// 409 stale or busy, 410 gone, 503 still running, 500 abandoned or failed, 502
-    /// response too large.
+    /// The HTTP status that fits: 400 bad key, 404 unknown session, 409 stale or busy,
+    /// 410 gone, 503 table full, over budget or still running, 500 abandoned or failed,
+    /// 502 response too large.
     pub fn status(&self) -> StatusCode {
         match self {
             Error::Key(_) => StatusCode::BAD_REQUEST,
             Error::UnknownSession => StatusCode::NOT_FOUND,
-            Error::TableFull | Error::ResendTimedOut => StatusCode::SERVICE_UNAVAILABLE,
+            Error::TableFull | Error::OverBudget | Error::ResendTimedOut => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Stale | Error::Busy { .. } => StatusCode::CONFLICT,
             Error::Gone => StatusCode::GONE,
             Error::Abandoned | Error::Inner(_) | Error::Store(StoreError::Body(_)) => {
@@ -105,6 +111,9 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             Error::Key(e) => write!(f, "{e}"),
             Error::UnknownSession => f.write_str("unknown session"),
             Error::TableFull => f.write_str("the session table is full"),
+            Error::OverBudget => {
+                f.write_str("the server's memory budget is spent; try again later")
+            }
             Error::Stale => f.write_str("the client has moved past this request"),
             Error::Busy { current } => write!(f, "request {current} is still being processed"),
             Error::Gone => f.write_str("the session has moved past this request"),
@@ -136,7 +145,8 @@ mod tests {
 
     #[test]
     fn every_error_has_a_fitting_status_and_its_code_in_a_header() {
-        let cases: [(Error<Infallible>, u16, &str); 9] = [
+        let cases: [(Error<Infallible>, u16, &str); 10] = [
+            (Error::OverBudget, 503, "over-budget"),
             (Error::ResendTimedOut, 503, "still-running"),
             (Error::Key(KeyError::MissingSession), 400, "bad-key"),
             (Error::UnknownSession, 404, "unknown-session"),

@@ -6,7 +6,7 @@ use super::key::SessionId;
 use super::key::{Key, KeyError, KeyExtractor};
 use super::store::{Store, StoreResponse};
 use crate::answer::{after_wait, first_step, Refusal, Reply, Silence, Step};
-use crate::table::{Attached, SessionTable, TableError};
+use crate::table::{Attached, Reservation, SessionTable, TableError};
 use crate::{RequestNr, WaitTimeoutError};
 use std::fmt;
 use std::sync::Arc;
@@ -123,11 +123,17 @@ impl<St: Store + Clone + Send + Sync + 'static> Call<St> {
             }
             Key::Call { session, request } => (session, request),
         };
+        let reserved = self
+            .sessions
+            .budget()
+            .try_reserve(self.store.in_flight_bytes());
+        let reserved = reserved.ok_or(Error::OverBudget)?;
         let session = self.sessions.attach(session.get()).map_err(table_error)?;
         // The run goes on in a task of its own, so that a caller that goes away (its
         // connection cut) does not abandon it: the client's resend gets its response.
         // A panic in the inner service ends that task, and its guard abandons `m`.
         let run = Run {
+            _reserved: reserved,
             session,
             m,
             store: self.store.clone(),
@@ -151,6 +157,8 @@ fn table_error<E>(e: TableError) -> Error<E> {
 /// Request `m` of an attached session: it stays attached (never expired or evicted)
 /// until the run or the wait is over.
 struct Run<St: Store> {
+    /// The budget's bytes for reading the response, given back when the run ends.
+    _reserved: Reservation,
     session: Attached<St::Stored>,
     m: RequestNr,
     store: St,

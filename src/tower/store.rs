@@ -28,6 +28,10 @@ pub trait Store {
     fn session_ended(&self) -> Self::Output;
     /// The bytes a stored response holds, for the table's memory budget.
     fn weigh(&self, stored: &Self::Stored) -> usize;
+    /// The most bytes reading one response may hold: reserved from the budget before a
+    /// request is triaged, so that a request the budget cannot take is refused before
+    /// it runs (and may be sent again), never abandoned.
+    fn in_flight_bytes(&self) -> usize;
 }
 
 /// A [`Store`] that can keep the inner service's response `R`.
@@ -103,6 +107,10 @@ impl<R: Clone + Send + Sync + 'static> Store for CloneStore<R> {
     }
 
     fn weigh(&self, _: &R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    fn in_flight_bytes(&self) -> usize {
         std::mem::size_of::<R>()
     }
 }
@@ -200,5 +208,9 @@ impl Store for HttpStore {
             .map(|(k, v)| k.as_str().len() + v.len())
             .sum();
         stored.body.len() + headers
+    }
+
+    fn in_flight_bytes(&self) -> usize {
+        self.body_limit
     }
 }
