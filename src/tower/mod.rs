@@ -78,7 +78,13 @@
 //! - The session has expired, was ended or never existed: [`Error::UnknownSession`]
 //!   (404). Whether an earlier copy of the request ran cannot be told then; it is not
 //!   run now.
-//! - Without a tokio runtime the layer cannot run: it spawns the inner call.
+//! - The memory budget of the table cannot take another response being read (the
+//!   layer reserves [`Store::in_flight_bytes`] before the triage): [`Error::OverBudget`]
+//!   (503). The request was neither triaged nor run; [`Client`] sends it again later,
+//!   as it does after [`Error::Busy`], [`Error::ResendTimedOut`] and [`Error::TableFull`].
+//! - The caller goes away (its connection is cut) while its copy runs: the run goes
+//!   on to the end and its response is stored for the resend.
+//! - The layer needs a tokio runtime: it spawns each run as a task.
 
 mod client;
 mod error;

@@ -1,0 +1,149 @@
+#![cfg(feature = "tower")]
+//! The layer around a service that is not HTTP: a key extractor given as a closure,
+//! `Clone` responses kept as they are, and the typed errors.
+
+use exactly_once::table::{Budget, SessionTable, TableConfig};
+use exactly_once::tower::{CloneStore, Error, ExactlyOnceLayer, Key, KeyError, SessionId};
+use exactly_once::RequestNr;
+use std::future::{poll_fn, Ready};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// A request of a toy protocol: `session` 0 asks for a new session.
+#[derive(Clone, Debug)]
+struct Ask {
+    session: u64,
+    number: u64,
+    fail: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Reply {
+    Session(u64),
+    Ended,
+    Ran(u64),
+}
+
+/// Counts its runs; fails when asked to.
+#[derive(Clone, Default)]
+struct Counter {
+    runs: Arc<AtomicU64>,
+}
+
+impl Service<Ask> for Counter {
+    type Response = Reply;
+    type Error = &'static str;
+    type Future = Ready<Result<Reply, &'static str>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, ask: Ask) -> Self::Future {
+        let run = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
+        std::future::ready(if ask.fail {
+            Err("failed on purpose")
+        } else {
+            Ok(Reply::Ran(run))
+        })
+    }
+}
+
+fn key(ask: &Ask) -> Result<Key, KeyError> {
+    let Some(session) = SessionId::new(ask.session) else {
+        return Ok(Key::Create);
+    };
+    match RequestNr::new(ask.number) {
+        Ok(request) => Ok(Key::Call { session, request }),
+        Err(_) if ask.number == 0 => Ok(Key::End { session }),
+        Err(_) => Err(KeyError::BadRequest),
+    }
+}
+
+type Answer = Result<Reply, Error<&'static str>>;
+
+async fn call<S: Service<Ask, Response = Reply, Error = Error<&'static str>>>(
+    service: &mut S,
+    session: u64,
+    number: u64,
+    fail: bool,
+) -> Answer {
+    poll_fn(|cx| service.poll_ready(cx)).await?;
+    service
+        .call(Ask {
+            session,
+            number,
+            fail,
+        })
+        .await
+}
+
+#[tokio::test]
+async fn any_service_runs_once_per_number_with_typed_errors() {
+    let store = CloneStore::new(|id: SessionId| Reply::Session(id.get()), || Reply::Ended);
+    let table = SessionTable::new(TableConfig::default(), Budget::new(1 << 20));
+    let counter = Counter::default();
+    let mut service = ExactlyOnceLayer::new(key, store, table).layer(counter.clone());
+
+    let Ok(Reply::Session(s)) = call(&mut service, 0, 0, false).await else {
+        panic!("a new session")
+    };
+    assert_eq!(
+        call(&mut service, s, 1, false).await.unwrap(),
+        Reply::Ran(1)
+    );
+    assert_eq!(
+        call(&mut service, s, 1, false).await.unwrap(),
+        Reply::Ran(1)
+    );
+    assert!(matches!(
+        call(&mut service, s, 2, true).await,
+        Err(Error::Inner("failed on purpose"))
+    ));
+    assert!(matches!(
+        call(&mut service, s, 2, false).await,
+        Err(Error::Abandoned)
+    ));
+    assert!(matches!(
+        call(&mut service, s, 1, false).await,
+        Err(Error::Stale)
+    ));
+    assert_eq!(
+        call(&mut service, s, 3, false).await.unwrap(),
+        Reply::Ran(3)
+    );
+    assert!(matches!(
+        call(&mut service, s, RequestNr::MAX + 1, false).await,
+        Err(Error::Key(KeyError::BadRequest))
+    ));
+    assert_eq!(call(&mut service, s, 0, false).await.unwrap(), Reply::Ended);
+    assert!(matches!(
+        call(&mut service, s, 4, false).await,
+        Err(Error::UnknownSession)
+    ));
+    assert_eq!(counter.runs.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_full_table_of_attached_sessions_refuses_creation() {
+    let store = CloneStore::new(|id: SessionId| Reply::Session(id.get()), || Reply::Ended);
+    let config = TableConfig {
+        max_sessions: 1,
+        ..TableConfig::default()
+    };
+    let table = SessionTable::new(config, Budget::new(1 << 20));
+    let held = table.create().unwrap();
+    let mut service = ExactlyOnceLayer::new(key, store, table).layer(Counter::default());
+    assert!(matches!(
+        call(&mut service, 0, 0, false).await,
+        Err(Error::TableFull)
+    ));
+    drop(held);
+    assert!(matches!(
+        call(&mut service, 0, 0, false).await,
+        Ok(Reply::Session(_))
+    ));
+}
