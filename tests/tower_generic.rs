@@ -5,10 +5,12 @@
 use exactly_once::table::{Budget, SessionTable, TableConfig};
 use exactly_once::tower::{CloneStore, Error, ExactlyOnceLayer, Key, KeyError, SessionId};
 use exactly_once::RequestNr;
-use std::future::{poll_fn, Ready};
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -18,6 +20,7 @@ struct Ask {
     session: u64,
     number: u64,
     fail: bool,
+    delay_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -27,7 +30,7 @@ enum Reply {
     Ran(u64),
 }
 
-/// Counts its runs; fails when asked to.
+/// Counts its runs as they start; fails or waits when asked to.
 #[derive(Clone, Default)]
 struct Counter {
     runs: Arc<AtomicU64>,
@@ -36,7 +39,7 @@ struct Counter {
 impl Service<Ask> for Counter {
     type Response = Reply;
     type Error = &'static str;
-    type Future = Ready<Result<Reply, &'static str>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Reply, &'static str>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -44,10 +47,13 @@ impl Service<Ask> for Counter {
 
     fn call(&mut self, ask: Ask) -> Self::Future {
         let run = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
-        std::future::ready(if ask.fail {
-            Err("failed on purpose")
-        } else {
-            Ok(Reply::Ran(run))
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(ask.delay_ms)).await;
+            if ask.fail {
+                Err("failed on purpose")
+            } else {
+                Ok(Reply::Ran(run))
+            }
         })
     }
 }
@@ -72,13 +78,14 @@ async fn call<S: Service<Ask, Response = Reply, Error = Error<&'static str>>>(
     fail: bool,
 ) -> Answer {
     poll_fn(|cx| service.poll_ready(cx)).await?;
-    service
-        .call(Ask {
-            session,
-            number,
-            fail,
-        })
-        .await
+    let delay_ms = 0;
+    let ask = Ask {
+        session,
+        number,
+        fail,
+        delay_ms,
+    };
+    service.call(ask).await
 }
 
 #[tokio::test]
@@ -146,4 +153,27 @@ async fn a_full_table_of_attached_sessions_refuses_creation() {
         call(&mut service, 0, 0, false).await,
         Ok(Reply::Session(_))
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_caller_goes_away_finishes_and_its_resend_gets_the_answer() {
+    let store = CloneStore::new(|id: SessionId| Reply::Session(id.get()), || Reply::Ended);
+    let table = SessionTable::new(TableConfig::default(), Budget::new(1 << 20));
+    let counter = Counter::default();
+    let mut service = ExactlyOnceLayer::new(key, store, table).layer(counter.clone());
+    let Ok(Reply::Session(s)) = call(&mut service, 0, 0, false).await else {
+        panic!("a new session")
+    };
+    let slow = Ask {
+        session: s,
+        number: 1,
+        fail: false,
+        delay_ms: 200,
+    };
+    poll_fn(|cx| service.poll_ready(cx)).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_millis(50), service.call(slow.clone())).await;
+    assert!(first.is_err(), "the caller went away while its copy ran");
+    poll_fn(|cx| service.poll_ready(cx)).await.unwrap();
+    assert_eq!(service.call(slow).await.unwrap(), Reply::Ran(1));
+    assert_eq!(counter.runs.load(Ordering::SeqCst), 1);
 }

@@ -234,3 +234,27 @@ async fn a_request_the_budget_cannot_take_is_refused_before_it_runs_and_runs_onc
     assert_eq!(later.body, "run 2: o");
     assert_eq!(server.runs(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_connection_is_cut_finishes_and_its_resend_gets_the_answer() {
+    use tower_support::proxy::{self, Cut, Faults};
+    let server = serve(TableConfig::default()).await;
+    let faults = Faults::planned([Cut::AfterRequest]);
+    let proxy = proxy::start(server.addr, std::sync::Arc::clone(&faults)).await;
+    let pool = pool();
+    let id = create_session(&pool, &server).await;
+    let slow = [("delay-ms", "300")];
+    let via_proxy = request(&format!("http://{proxy}/count"), Some(&id), 1, &slow, "cut");
+    assert!(
+        pool.request(via_proxy).await.is_err(),
+        "the connection is cut"
+    );
+    assert_eq!(faults.total_cuts(), 1);
+    let resend = send(
+        &pool,
+        request(&server.url("/count"), Some(&id), 1, &slow, "cut"),
+    )
+    .await;
+    assert_eq!(resend.body, "run 1: cut");
+    assert_eq!(server.runs(), 1);
+}

@@ -44,9 +44,10 @@
 //! [`REQUEST_HEADER`]; other protocols give a [`KeyExtractor`]). Per session the layer
 //! triages each number with [`SessionState::triage`](crate::SessionState::triage):
 //!
-//! - **Process**: the inner service runs, in a task of its own, so that a caller whose
-//!   connection is cut does not stop it; its response is stored ([`Store`]: for HTTP
-//!   status, headers and the body, buffered up to a limit) and answered.
+//! - **Process**: the inner service runs, polled in the caller's task; if the caller
+//!   goes away first (its connection cut), the run finishes in a task of its own, so
+//!   that the client's resend gets its response. The response is stored ([`Store`]:
+//!   for HTTP status, headers and the body, buffered up to a limit) and answered.
 //! - **Resend** (the same number again, e.g. after a cut): the copy awaits the first
 //!   copy's outcome asynchronously, however long it runs (there is no lease to run
 //!   out, and no polling), and answers the stored response.
@@ -84,7 +85,9 @@
 //!   as it does after [`Error::Busy`], [`Error::ResendTimedOut`] and [`Error::TableFull`].
 //! - The caller goes away (its connection is cut) while its copy runs: the run goes
 //!   on to the end and its response is stored for the resend.
-//! - The layer needs a tokio runtime: it spawns each run as a task.
+//! - The layer runs on any executor while callers wait for their answers; finishing
+//!   the run of a caller that went away needs a tokio runtime (outside one, that run is
+//!   dropped, which abandons its request).
 
 mod client;
 mod error;

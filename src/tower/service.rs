@@ -9,6 +9,9 @@ use crate::answer::{after_wait, first_step, Refusal, Reply, Silence, Step};
 use crate::table::{Attached, Reservation, SessionTable, TableError};
 use crate::{RequestNr, WaitTimeoutError};
 use std::fmt;
+use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -129,9 +132,6 @@ impl<St: Store + Clone + Send + Sync + 'static> Call<St> {
             .try_reserve(self.store.in_flight_bytes());
         let reserved = reserved.ok_or(Error::OverBudget)?;
         let session = self.sessions.attach(session.get()).map_err(table_error)?;
-        // The run goes on in a task of its own, so that a caller that goes away (its
-        // connection cut) does not abandon it: the client's resend gets its response.
-        // A panic in the inner service ends that task, and its guard abandons `m`.
         let run = Run {
             _reserved: reserved,
             session,
@@ -139,9 +139,9 @@ impl<St: Store + Clone + Send + Sync + 'static> Call<St> {
             store: self.store.clone(),
             resend_timeout: self.resend_timeout,
         };
-        let stored = match tokio::spawn(run.once(inner, request)).await {
-            Ok(outcome) => outcome?,
-            Err(_panicked_or_shut_down) => return Err(Error::Abandoned),
+        let stored = match RunToEnd::new(run.once(inner, request)).await {
+            Some(outcome) => outcome?,
+            None => return Err(Error::Abandoned),
         };
         Ok(self.store.replay(&stored))
     }
@@ -211,6 +211,59 @@ impl<St: Store + Send + 'static> Run<St> {
                 .await
                 .map_err(WaitTimeoutError::from),
             Some(timeout) => state.wait_async_timeout(self.m, timeout).await,
+        }
+    }
+}
+
+/// A run polled in its caller's task that, if the caller goes away first (its
+/// connection cut), finishes in a task of its own: the client's resend then gets its
+/// response, and a request is never abandoned for a lost connection. A panic in the
+/// run is caught here; dropping the run abandons its request.
+struct RunToEnd<F: Future + Send + 'static> {
+    run: Option<Pin<Box<F>>>,
+}
+
+impl<F: Future + Send + 'static> RunToEnd<F> {
+    fn new(run: F) -> Self {
+        RunToEnd {
+            run: Some(Box::pin(run)),
+        }
+    }
+}
+
+impl<F: Future + Send + 'static> Future for RunToEnd<F> {
+    /// `None` if the run panicked.
+    type Output = Option<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let run = self.run.as_mut().expect("polled after completion");
+        // The run is dropped at once after a panic, never polled again: what it broke
+        // is not looked at.
+        let polled = panic::catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(cx)));
+        match polled {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(outcome)) => {
+                self.run = None;
+                Poll::Ready(Some(outcome))
+            }
+            Err(_panicked) => {
+                self.run = None;
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for RunToEnd<F> {
+    fn drop(&mut self) {
+        if let Some(run) = self.run.take() {
+            // Outside a runtime the run is dropped, which abandons its request.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    // The outcome is in the session; nobody here wants it.
+                    drop(run.await);
+                });
+            }
         }
     }
 }
