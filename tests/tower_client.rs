@@ -1,6 +1,6 @@
-#![cfg(feature = "tower")]
 //! The numbering client against a real server behind the layer, through a proxy that
 //! cuts connections: every call is answered, and run once.
+#![cfg(feature = "tower")]
 
 mod tower_support;
 

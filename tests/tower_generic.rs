@@ -1,6 +1,6 @@
-#![cfg(feature = "tower")]
 //! The layer around a service that is not HTTP: a key extractor given as a closure,
 //! `Clone` responses kept as they are, and the typed errors.
+#![cfg(feature = "tower")]
 
 use exactly_once::table::{Budget, SessionTable, TableConfig};
 use exactly_once::tower::{CloneStore, Error, ExactlyOnceLayer, Key, KeyError, SessionId};

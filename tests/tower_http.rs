@@ -1,6 +1,6 @@
-#![cfg(feature = "tower")]
 //! The HTTP layer with real servers and clients over loopback: each test counts the
 //! handler's runs.
+#![cfg(feature = "tower")]
 
 mod tower_support;
 
