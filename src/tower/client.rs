@@ -125,7 +125,8 @@ pub struct Client<S> {
 
 #[derive(Debug)]
 struct Numbering {
-    session: Option<SessionId>,
+    /// The session and its id as a header value.
+    session: Option<(SessionId, HeaderValue)>,
     next: RequestNr,
 }
 
@@ -279,12 +280,13 @@ where
         template: &Template,
         body: Bytes,
     ) -> Result<Response<Full<Bytes>>, ClientError> {
-        let session = match numbering.session {
-            Some(session) => session,
+        let id = match &numbering.session {
+            Some((_, id)) => id.clone(),
             None => {
                 let session = self.create(template).await?;
-                numbering.session = Some(session);
-                session
+                let id = HeaderValue::from_str(&session.to_string()).expect("hex digits");
+                numbering.session = Some((session, id.clone()));
+                id
             }
         };
         let m = numbering.next;
@@ -295,7 +297,6 @@ where
             Ok(next) => numbering.next = next,
             Err(_) => *numbering = Numbering::new(),
         }
-        let id = HeaderValue::from_str(&session.to_string()).expect("hex digits");
         let answer = self
             .until_answered(|| template.request(body.clone(), id.clone(), m.get()))
             .await?;
