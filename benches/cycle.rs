@@ -7,6 +7,8 @@
 //!    resend, then read); `resend_processing`: a re-request while the request is still
 //!    being processed (triage says resend, and the non-blocking probe says pending:
 //!    `try_get` gives `Pending`, the locks' `would_block` says so).
+//! 1. `seed_cycle`: the same cycle through the original's three calls
+//!    (`triage_request`, `set_response`, `wait_get_response`) on every implementation.
 //!
 //! `cargo bench --bench cycle`; `cargo run --release --example bench_report` tabulates.
 
@@ -19,7 +21,7 @@ mod peers;
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use peers::floor::BareAtomicsFloor;
-use peers::{Cycle, Implementation, Response};
+use peers::{Cycle, Implementation, Response, SeedCalls};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +36,18 @@ fn request_cycle<I: Cycle>(group: &mut Group<'_>) {
         b.iter(|| {
             m += 1;
             black_box(peers::cycle(&session, black_box(m), &response))
+        })
+    });
+}
+
+fn seed_cycle<I: SeedCalls>(group: &mut Group<'_>) {
+    let response: Response = Arc::new(7);
+    group.bench_function(I::ID, |b| {
+        let session = I::default();
+        let mut m = 0;
+        b.iter(|| {
+            m += 1;
+            black_box(peers::seed_cycle(&session, black_box(m), &response))
         })
     });
 }
@@ -74,6 +88,10 @@ fn workloads(c: &mut Criterion) {
     each_implementation!(request_cycle(&mut cycle));
     request_cycle::<BareAtomicsFloor>(&mut cycle);
     cycle.finish();
+
+    let mut seed = group(c, "seed_cycle", Duration::from_secs(3));
+    each_implementation!(seed_cycle(&mut seed));
+    seed.finish();
 
     let mut ready = group(c, "resend_ready", Duration::from_secs(2));
     each_implementation!(resend_ready(&mut ready));

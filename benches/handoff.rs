@@ -5,6 +5,10 @@
 //! 5. `wake/W`: one thread publishes request `m` while W threads are parked waiting
 //!    for it; one iteration lasts from the publish until the last waiter has returned.
 //!
+//! `handoff_busy` and `wake_busy/1` run the same with one background thread spinning on
+//! each core but one: a machine with no core to spare, where a waiter that spins holds
+//! the core its publisher needs.
+//!
 //! The seed hangs when asked to wait for a number that is not triaged yet, so every
 //! wait here is for a number its publisher has already triaged. In the ping-pong each
 //! direction therefore alternates between two sessions, and each thread triages the
@@ -172,6 +176,39 @@ fn asleep(tid: u64) -> Option<bool> {
     Some(after_name.trim_start().starts_with('S'))
 }
 
+/// One thread spinning on each core but one, until dropped.
+struct BusyCores {
+    stop: Arc<AtomicBool>,
+    spinners: Vec<thread::JoinHandle<()>>,
+}
+
+impl BusyCores {
+    fn start() -> Self {
+        let cores = thread::available_parallelism().map_or(1, |n| n.get());
+        let stop = Arc::new(AtomicBool::new(false));
+        let spinners = (1..cores)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        BusyCores { stop, spinners }
+    }
+}
+
+impl Drop for BusyCores {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for spinner in self.spinners.drain(..) {
+            let _ = spinner.join();
+        }
+    }
+}
+
 fn workloads(c: &mut Criterion) {
     let mut group = c.benchmark_group("handoff");
     group
@@ -192,6 +229,26 @@ fn workloads(c: &mut Criterion) {
         each_implementation!(wake(&mut group, w));
     }
     group.finish();
+
+    let busy = BusyCores::start();
+    let mut group = c.benchmark_group("handoff_busy");
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    each_implementation!(handoff(&mut group));
+    group.finish();
+
+    let mut group = c.benchmark_group("wake_busy");
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(1500));
+    each_implementation!(wake(&mut group, 1));
+    group.finish();
+    drop(busy);
 }
 
 criterion_group! {

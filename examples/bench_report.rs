@@ -36,8 +36,13 @@ const STD: usize = 2;
 const PARKING_LOT: usize = 3;
 
 /// Table rows from criterion: (workload, criterion group, parameters).
-const TIMED: [(&str, &str, &[&str]); 7] = [
+const TIMED: [(&str, &str, &[&str]); 10] = [
     ("1 cycle (triage, publish, read back)", "cycle", &[""]),
+    (
+        "1 cycle through the original's three calls",
+        "seed_cycle",
+        &[""],
+    ),
     ("2 resend of a ready response", "resend_ready", &[""]),
     ("2 resend while processing", "resend_processing", &[""]),
     (
@@ -46,7 +51,17 @@ const TIMED: [(&str, &str, &[&str]); 7] = [
         &["0", "16", "256", "1024"],
     ),
     ("4 hand-off round trip", "handoff", &[""]),
+    (
+        "4 hand-off round trip, no core to spare",
+        "handoff_busy",
+        &[""],
+    ),
     ("5 wake W parked waiters", "wake", &["1", "4", "16"]),
+    (
+        "5 wake W parked waiters, no core to spare",
+        "wake_busy",
+        &["1"],
+    ),
     (
         "6 cycle per thread, T threads",
         "throughput",
@@ -83,6 +98,46 @@ impl Results {
         let json = std::fs::read_to_string(path.join("new/estimates.json")).ok()?;
         point_estimate(&json, "median")
     }
+}
+
+/// Triage latency under reader churn (`benches/triage_churn.rs`): p50, p99 and max in
+/// ns with `readers` reader threads, if that bench has run.
+fn churn(results: &Results, id: &str, readers: &str) -> Option<[f64; 3]> {
+    let path = results.dir.join("triage_churn").join(id).join(readers);
+    let json = std::fs::read_to_string(path.join("latency.json")).ok()?;
+    let field = |name: &str| {
+        let rest = &json[json.find(&format!("\"{name}\":"))? + name.len() + 3..];
+        rest[..rest.find([',', '}'])?].trim().parse().ok()
+    };
+    Some([field("p50")?, field("p99")?, field("max")?])
+}
+
+const CHURN_READERS: [&str; 4] = ["0", "8", "64", "512"];
+
+fn churn_rows(results: &Results) -> String {
+    let mut out = String::new();
+    for readers in CHURN_READERS {
+        let cells = COLUMNS.map(|(id, _)| churn(results, id, readers));
+        if cells.iter().all(Option::is_none) {
+            continue;
+        }
+        let _ = write!(
+            out,
+            "\n| 8 triage latency p50 / p99 / max, R threads reading | R = {readers} |"
+        );
+        for cell in cells {
+            let text = cell.map_or("—".to_owned(), |[p50, p99, max]| {
+                format!(
+                    "{} / {} / {}",
+                    format_ns(p50),
+                    format_ns(p99),
+                    format_ns(max)
+                )
+            });
+            let _ = write!(out, " {text} |");
+        }
+    }
+    out
 }
 
 fn default_criterion_dir() -> PathBuf {
@@ -231,6 +286,7 @@ fn table(results: &Results, memory: &Memory) -> String {
             out.push_str(&scaling_rows(results));
         }
     }
+    out.push_str(&churn_rows(results));
     let bytes = std::array::from_fn::<_, 5, _>(|c| Some(memory.total(c)));
     out.push_str("\n| 7 memory per empty session | size_of + heap |");
     for (c, total) in bytes.iter().enumerate() {
@@ -245,7 +301,7 @@ fn table(results: &Results, memory: &Memory) -> String {
 fn parameter(group: &str, param: &str) -> String {
     match group {
         "publish" => format!("K = {param}"),
-        "wake" => format!("W = {param}"),
+        "wake" | "wake_busy" => format!("W = {param}"),
         "throughput" => format!("T = {param}"),
         _ => String::new(),
     }
@@ -355,6 +411,16 @@ fn goals(results: &Results, memory: &Memory) -> String {
         "≤ 1.30",
         2,
     );
+    g.check(
+        "cycle through the original's calls: parking_lot time / counted time",
+        ratio(
+            ns("seed_cycle", "parking_lot", ""),
+            ns("seed_cycle", "counted", ""),
+        ),
+        |r| r >= 1.2,
+        "≥ 1.20",
+        2,
+    );
     for (id, name) in [("counted", "counted slot"), ("arcswap", "arc-swap slot")] {
         g.check(
             &format!("publish, {name}: time with K = 1024 / time with K = 0"),
@@ -364,15 +430,35 @@ fn goals(results: &Results, memory: &Memory) -> String {
             2,
         );
     }
+    for (group, name) in [
+        ("handoff", "hand-off"),
+        ("handoff_busy", "hand-off, no core to spare"),
+    ] {
+        g.check(
+            &format!("{name}: parking_lot time / counted time"),
+            ratio(ns(group, "parking_lot", ""), ns(group, "counted", "")),
+            |r| r >= 1.0,
+            "≥ 1.00",
+            2,
+        );
+    }
     g.check(
-        "hand-off: parking_lot time / counted time",
+        "wake W = 1, no core to spare: parking_lot time / counted time",
         ratio(
-            ns("handoff", "parking_lot", ""),
-            ns("handoff", "counted", ""),
+            ns("wake_busy", "parking_lot", "1"),
+            ns("wake_busy", "counted", "1"),
         ),
         |r| r >= 0.95,
         "≥ 0.95",
         2,
+    );
+    let p99 = |readers: &str| churn(results, "counted", readers).map(|[_, p99, _]| p99);
+    g.check(
+        "triage under churn: p99 with R = 64 / p99 with R = 0",
+        ratio(p99("64"), p99("0")),
+        |r| r <= 10.0,
+        "≤ 10",
+        1,
     );
     for w in ["1", "4", "16"] {
         g.check(

@@ -39,7 +39,6 @@ pub mod table;
 #[cfg(feature = "tower")]
 pub mod tower;
 pub mod transport;
-#[cfg(feature = "async")]
 mod wait;
 
 pub use error::{InvalidRequestNr, SetResponseError, TryGetError, WaitError, WaitTimeoutError};

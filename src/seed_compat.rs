@@ -1,10 +1,10 @@
-//! The seed's own three calls, for its users and for differential tests.
+//! MUSCLE3's three calls, for code ported from it and for differential tests.
 //!
 //! They return what MUSCLE3's `SessionState` returns wherever that class does not hang,
-//! with three deliberate differences, each where the seed is unsafe to rely on:
+//! with three deliberate differences, each where the original is unsafe to rely on:
 //! - numbers are validated (0 and numbers above [`RequestNr::MAX`] are errors);
 //! - `set_response` publishes only into a request started by `triage_request` that has
-//!   no response yet; the seed would overwrite a response already delivered;
+//!   no response yet; the original would overwrite a response already delivered;
 //! - `wait_get_response` for a number not triaged yet parks instead of spinning, and
 //!   returns `None` for an abandoned request.
 //!
@@ -17,32 +17,37 @@ use crate::error::{InvalidRequestNr, SetResponseError};
 use crate::request::RequestNr;
 use crate::session::SessionState;
 use crate::slot::Slot;
-use crate::state::Decision;
+use crate::state::Refusal;
 use std::sync::Arc;
 
 impl<T, S: Slot<T>> SessionState<T, S> {
-    /// The seed's `triage_request`: `(should_process, should_send)`.
+    /// MUSCLE3's `triage_request`: `(should_process, should_send)`.
     ///
     /// `(true, true)` leaves the request in processing with no guard: answer it with
     /// [`set_response`](Self::set_response). Nothing abandons it if the caller dies.
+    /// (The previous response is released by that `set_response`.)
     pub fn triage_request(&self, m: u64) -> Result<(bool, bool), InvalidRequestNr> {
         let m = RequestNr::new(m)?;
-        Ok(match self.start(m) {
-            Ok(_) => {
-                self.word().mark_unguarded();
-                (true, true)
-            }
-            Err((Decision::Resend, _)) => (false, true),
-            Err(_) => (false, false),
-        })
+        Ok(
+            match self.word.start(m.get(), true, |w| self.wake_waiters(w)) {
+                Ok(previous) => {
+                    self.wake_waiters(previous);
+                    (true, true)
+                }
+                Err(Refusal::Resend) => (false, true),
+                Err(_) => (false, false),
+            },
+        )
     }
 
-    /// The seed's `set_response`: publishes the response of the request being
-    /// processed and wakes every waiter.
+    /// MUSCLE3's `set_response`: publishes the response of the request being
+    /// processed and wakes every waiter. A panic in the conversion, or in the `Drop`
+    /// of the previous response, abandons the request.
     pub fn set_response(&self, response: impl Into<Arc<T>>) -> Result<(), SetResponseError> {
-        match self.word().claim() {
-            Ok(m) => {
-                self.publish(m, response.into());
+        match self.word.claim() {
+            Ok(claimed) => {
+                let guard = self.claimed(claimed);
+                SessionState::publish(guard, response.into());
                 Ok(())
             }
             Err(seen) if seen.is_ready() => Err(SetResponseError::NotProcessing),
@@ -50,7 +55,7 @@ impl<T, S: Slot<T>> SessionState<T, S> {
         }
     }
 
-    /// The seed's `wait_get_response`: the response of `m`, or `None` when the session
+    /// MUSCLE3's `wait_get_response`: the response of `m`, or `None` when the session
     /// has moved past it (or it was abandoned). Waits without deadline.
     pub fn wait_get_response(&self, m: u64) -> Result<Option<Arc<T>>, InvalidRequestNr> {
         let m = RequestNr::new(m)?;

@@ -1,14 +1,15 @@
-//! The lock-free session state and its processing guard.
+//! The lock-free session state, the triage and its processing guard.
 
-use crate::error::{TryGetError, WaitError, WaitTimeoutError};
 use crate::request::RequestNr;
 use crate::slot::{CountedSlot, Slot};
-use crate::state::{decide, Decision, StateWord, Word};
-use crate::sync::{Futex, SpinBeforeParking};
+use crate::state::{Refusal, StateWord, Word};
+#[cfg(feature = "async")]
+use crate::sync::planted_bug;
+use crate::wait::blocking::Parker;
 use std::fmt;
 use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 /// Exactly-once processing of one client session's numbered requests.
 ///
@@ -19,11 +20,11 @@ use std::time::{Duration, Instant};
 /// `S` picks the response slot: [`CountedSlot`] (default) or
 /// [`ArcSwapSlot`](crate::ArcSwapSlot).
 pub struct SessionState<T, S: Slot<T> = CountedSlot<T>> {
-    word: StateWord,
-    futex: Futex,
-    slot: S,
+    pub(crate) word: StateWord,
+    pub(crate) parker: Parker,
+    pub(crate) slot: S,
     #[cfg(feature = "async")]
-    async_waiters: crate::wait::waiters::AsyncWaiters,
+    pub(crate) async_waiters: crate::wait::waiters::AsyncWaiters,
     _response: PhantomData<fn() -> Arc<T>>,
 }
 
@@ -75,18 +76,12 @@ pub enum Phase {
     Abandoned,
 }
 
-pub(crate) enum Settled<T> {
-    Response(Arc<T>),
-    Abandoned,
-    Gone,
-}
-
 impl<T, S: Slot<T>> SessionState<T, S> {
     /// A new session in `Ready(0)`: request 1 can start.
     pub fn new() -> Self {
         SessionState {
             word: StateWord::new(),
-            futex: Futex::new(),
+            parker: Parker::new(),
             slot: S::empty(),
             #[cfg(feature = "async")]
             async_waiters: crate::wait::waiters::AsyncWaiters::new(),
@@ -94,89 +89,30 @@ impl<T, S: Slot<T>> SessionState<T, S> {
         }
     }
 
-    /// Decides what the thread that has just read request `m` must do (SPEC §2 table).
+    /// Decides what the thread that has just read request `m` must do (see the table
+    /// in the crate docs).
     pub fn triage(&self, m: RequestNr) -> Triage<'_, T, S> {
         match self.start(m) {
-            Ok(previous) => Triage::Process(ProcessGuard {
-                session: self,
-                request: m,
-                previous,
-            }),
-            Err((Decision::Resend, _)) => Triage::Resend,
-            Err((Decision::Stale, _)) => Triage::Stale,
-            Err((Decision::Busy | Decision::Start, seen)) => Triage::Busy {
-                current: seen.request(),
-            },
+            Ok(guard) => Triage::Process(guard),
+            Err(Refusal::Resend) => Triage::Resend,
+            Err(Refusal::Stale) => Triage::Stale,
+            Err(Refusal::Busy { current }) => Triage::Busy { current },
         }
     }
 
     /// Moves the session to `Processing(m)` if the table says so, and makes the slot
-    /// this thread's. Returns the previous request number, or what to do instead and
-    /// the word that decided it.
-    pub(crate) fn start(&self, m: RequestNr) -> Result<u64, (Decision, Word)> {
-        let m = m.get();
-        let mut seen = self.word.load();
-        loop {
-            match decide(seen, m) {
-                Decision::Start => {}
-                other => return Err((other, seen)),
-            }
-            match self.word.start(seen, m) {
-                Ok(previous) => {
-                    self.wake_if_parked(previous);
-                    if previous.readers() > 0 {
-                        self.word.drain_readers();
-                    }
-                    // SAFETY: this thread made the word `Processing(m)` and the readers
-                    // that were inside have left; none can enter until `m` is settled.
-                    unsafe { self.slot.take() };
-                    return Ok(previous.request());
-                }
-                Err(now) => seen = now,
-            }
-        }
-    }
-
-    /// The outcome of request `m` if it is settled, without waiting.
-    pub fn try_get(&self, m: RequestNr) -> Result<Arc<T>, TryGetError> {
-        match self.settled_now(m.get()) {
-            Some(Settled::Response(r)) => Ok(r),
-            Some(Settled::Abandoned) => Err(TryGetError::Abandoned),
-            Some(Settled::Gone) => Err(TryGetError::Gone),
-            None => Err(TryGetError::Pending),
-        }
-    }
-
-    /// Waits, parked, for the outcome of request `m`: its response, `Abandoned`, or
-    /// `Gone` once the session has moved past `m`. Waiting for a request that has not
-    /// been triaged yet waits for it to be triaged and settled.
-    ///
-    /// This has no deadline: use [`wait_timeout`](Self::wait_timeout) unless the
-    /// request's processor is known to be making progress.
-    pub fn wait(&self, m: RequestNr) -> Result<Arc<T>, WaitError> {
-        match self.wait_inner(m.get(), None) {
-            Ok(r) => Ok(r),
-            Err(WaitTimeoutError::Abandoned) => Err(WaitError::Abandoned),
-            Err(WaitTimeoutError::Gone) => Err(WaitError::Gone),
-            Err(WaitTimeoutError::TimedOut) => unreachable!("a wait without deadline timed out"),
-        }
-    }
-
-    /// As [`wait`](Self::wait), giving up after `timeout`.
-    pub fn wait_timeout(
-        &self,
-        m: RequestNr,
-        timeout: Duration,
-    ) -> Result<Arc<T>, WaitTimeoutError> {
-        match Instant::now().checked_add(timeout) {
-            Some(deadline) => self.wait_until(m, deadline),
-            None => self.wait(m).map_err(WaitTimeoutError::from),
-        }
-    }
-
-    /// As [`wait`](Self::wait), giving up at `deadline`.
-    pub fn wait_until(&self, m: RequestNr, deadline: Instant) -> Result<Arc<T>, WaitTimeoutError> {
-        self.wait_inner(m.get(), Some(deadline))
+    /// the returned guard's. The previous response is dropped under that guard, so a
+    /// panic in its `Drop` abandons `m`.
+    pub(crate) fn start(&self, m: RequestNr) -> Result<ProcessGuard<'_, T, S>, Refusal> {
+        let previous = self.word.start(m.get(), false, |w| self.wake_waiters(w))?;
+        self.wake_waiters(previous);
+        let guard = ProcessGuard {
+            session: self,
+            request: m,
+            previous: previous.request(),
+        };
+        guard.reclaim_slot(previous);
+        Ok(guard)
     }
 
     /// What the session is doing now.
@@ -193,142 +129,65 @@ impl<T, S: Slot<T>> SessionState<T, S> {
         }
     }
 
-    fn wait_inner(&self, m: u64, deadline: Option<Instant>) -> Result<Arc<T>, WaitTimeoutError> {
-        let mut spin = SpinBeforeParking::new();
-        loop {
-            // The epoch is read before the word (see `Futex`): a transition after this
-            // read bumps it, so the park below cannot sleep through that transition.
-            let epoch = self.futex.epoch();
-            let seen = self.word.load();
-            match self.settled(m, seen) {
-                Some(Some(settled)) => return settled.into_result(),
-                Some(None) => continue,
-                None => {}
-            }
-            if spin.spin() {
-                continue;
-            }
-            let timed_out = match deadline {
-                Some(deadline) if Instant::now() >= deadline => true,
-                _ if self.word.park(seen).is_err() => continue,
-                None => {
-                    self.futex.wait(epoch);
-                    false
-                }
-                Some(deadline) => !self.futex.wait_until(epoch, deadline),
-            };
-            if timed_out {
-                return self.outcome_at_deadline(m);
-            }
-        }
-    }
-
-    /// The last look once the deadline has passed: a settled outcome still wins.
-    fn outcome_at_deadline(&self, m: u64) -> Result<Arc<T>, WaitTimeoutError> {
-        self.settled_now(m)
-            .map_or(Err(WaitTimeoutError::TimedOut), Settled::into_result)
-    }
-
-    /// The outcome of `m` now (`None` while pending), reading the word again when it
-    /// moved on while the response was being read.
-    pub(crate) fn settled_now(&self, m: u64) -> Option<Settled<T>> {
-        loop {
-            match self.settled(m, self.word.load()) {
-                Some(Some(settled)) => return Some(settled),
-                Some(None) => continue,
-                None => return None,
-            }
-        }
-    }
-
-    /// The outcome of `m` given the word `seen`: `None` while pending, `Some(None)` when
-    /// the word moved on while the response was being read (read the word again).
+    /// Wakes whoever waits for a change of the word, given the word a transition
+    /// replaced. Every transition that can settle a waiter's outcome calls this once.
     #[inline]
-    fn settled(&self, m: u64, seen: Word) -> Option<Option<Settled<T>>> {
-        let n = seen.request();
-        if n > m {
-            return Some(Some(Settled::Gone));
-        }
-        if n < m || !seen.is_ready() {
-            return None;
-        }
-        if seen.is_abandoned() {
-            return Some(Some(Settled::Abandoned));
-        }
-        Some(self.read_response(m, seen).map(Settled::Response))
-    }
-
-    /// Clones the response of `m` (the word was `seen` as `Ready(m)`), or `None` if
-    /// the word is no longer `Ready(m)`.
-    #[inline]
-    fn read_response(&self, m: u64, seen: Word) -> Option<Arc<T>> {
-        if S::COUNTS_READERS {
-            self.word.enter_from(seen, m).ok()?;
-            // SAFETY: registered as a reader of `Ready(m)`: the slot is not written
-            // until this thread `leave`s.
-            let response = unsafe { self.slot.get() };
-            self.word.leave();
-            response
-        } else {
-            // SAFETY: a non-counting slot may be read at any time.
-            let response = unsafe { self.slot.get() };
-            // The slot may already hold a later request's response: keep it only if
-            // the word still says `Ready(m)`. (The slot's acquire load makes a later
-            // publish's `start` visible to this load.)
-            let still = self.word.load();
-            (still.request() == m && still.has_response())
-                .then_some(response)
-                .flatten()
-        }
-    }
-
-    #[inline]
-    fn wake_if_parked(&self, previous: Word) {
+    pub(crate) fn wake_waiters(&self, previous: Word) {
         if previous.is_parked() {
-            self.futex.wake_all();
+            self.parker.wake();
         }
         #[cfg(feature = "async")]
-        if previous.has_async_waiters() {
+        if previous.has_async_waiters()
+            && !(previous.is_parked() && planted_bug!(ForgetAsyncWhenParked))
+        {
             self.async_waiters.wake_all();
         }
     }
 
-    /// Publishes the response of `m`, which this thread owns in `Processing(m)`.
+    /// Publishes the response of `m`, which `guard` owns: the slot is written and what
+    /// it replaced dropped while the guard still abandons on a panic.
     #[inline]
-    pub(crate) fn publish(&self, m: u64, response: Arc<T>) {
-        // SAFETY: the caller owns `Processing(m)` and the slot was reclaimed in `start`.
-        unsafe { self.slot.put(response) };
-        let previous = self.word.complete(m);
-        self.wake_if_parked(previous);
+    pub(crate) fn publish(guard: ProcessGuard<'_, T, S>, response: Arc<T>) {
+        // SAFETY: the guard owns `Processing(m)` and the slot was reclaimed in `start`.
+        drop(unsafe { guard.session.slot.put(response) });
+        let guard = ManuallyDrop::new(guard);
+        let previous = guard.session.word.complete(guard.request.get());
+        guard.session.wake_waiters(previous);
     }
 
     #[inline]
-    pub(crate) fn abandon(&self, m: u64) {
+    fn abandon(&self, m: u64) {
         let previous = self.word.abandon(m);
-        self.wake_if_parked(previous);
+        self.wake_waiters(previous);
     }
 
-    pub(crate) fn word(&self) -> &StateWord {
-        &self.word
-    }
-
-    #[cfg(feature = "async")]
-    pub(crate) fn async_waiters(&self) -> &crate::wait::waiters::AsyncWaiters {
-        &self.async_waiters
-    }
-}
-
-impl<T> Settled<T> {
-    pub(crate) fn into_result(self) -> Result<Arc<T>, WaitTimeoutError> {
-        match self {
-            Settled::Response(r) => Ok(r),
-            Settled::Abandoned => Err(WaitTimeoutError::Abandoned),
-            Settled::Gone => Err(WaitTimeoutError::Gone),
-        }
+    /// A guard for the `Processing(m)` this thread has just claimed (the seed's
+    /// `set_response`; `claimed` is the word the claim replaced), owning the slot once
+    /// this returns. Its readers are drained and the old response dropped under the
+    /// guard, so a panic there abandons `m` too.
+    pub(crate) fn claimed(&self, claimed: Word) -> ProcessGuard<'_, T, S> {
+        let guard = ProcessGuard {
+            session: self,
+            request: RequestNr::new(claimed.request()).expect("a claimed request is valid"),
+            previous: claimed.request() - 1,
+        };
+        guard.reclaim_slot(claimed);
+        guard
     }
 }
 
 impl<'s, T, S: Slot<T>> ProcessGuard<'s, T, S> {
+    /// Makes the slot this guard's: waits for the readers counted in `started` (the
+    /// word its `start` or `claim` replaced) to leave, then drops the old response.
+    fn reclaim_slot(&self, started: Word) {
+        if started.readers() > 0 {
+            self.session.word.drain_readers();
+        }
+        // SAFETY: this guard owns `Processing(m)` and the readers that were inside have
+        // left; none can enter until `m` is settled.
+        drop(unsafe { self.session.slot.take() });
+    }
+
     /// The request this guard settles.
     pub fn request(&self) -> RequestNr {
         self.request
@@ -340,24 +199,25 @@ impl<'s, T, S: Slot<T>> ProcessGuard<'s, T, S> {
     }
 
     /// How many request numbers the client skipped to send this one (0 normally): the
-    /// table processes a gap, as the seed does, and this makes it observable.
+    /// table processes a gap, as the original does, and this makes it observable.
     pub fn skipped(&self) -> u64 {
         self.request.get() - self.previous - 1
     }
 
     /// Publishes the response, wakes every waiter, and returns the response so that
-    /// this thread can send it without reading it back.
+    /// this thread can send it without reading it back. A panic in the conversion
+    /// abandons the request.
     pub fn complete(self, response: impl Into<Arc<T>>) -> Arc<T> {
         let response = response.into();
-        self.publish(Arc::clone(&response));
+        SessionState::publish(self, Arc::clone(&response));
         response
     }
 
     /// As [`complete`](Self::complete), without handing the response back: saves the
     /// reference-count round trip when this thread does not send it itself.
     pub fn publish(self, response: impl Into<Arc<T>>) {
-        let this = std::mem::ManuallyDrop::new(self);
-        this.session.publish(this.request.get(), response.into());
+        let response = response.into();
+        SessionState::publish(self, response);
     }
 
     /// Gives the request up: it gets no response and is never processed again; every

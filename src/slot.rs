@@ -31,18 +31,20 @@ pub(crate) mod sealed {
         /// A slot with no response (the state `Ready(0)`).
         fn empty() -> Self;
 
-        /// Drops the old response, if this slot kind does so at triage.
+        /// Takes the old response out, if this slot kind lets it go at triage, for
+        /// the caller to drop while it owns the new request.
         ///
         /// # Safety
         /// The caller made the word `Processing(m)` and, for a counting slot, has
         /// drained the readers; no other thread can access the slot.
-        unsafe fn take(&self);
+        unsafe fn take(&self) -> Option<Arc<T>>;
 
-        /// Publishes the response of the request being processed.
+        /// Publishes the response of the request being processed, and hands back
+        /// what it replaced, for the caller to drop while it still owns the request.
         ///
         /// # Safety
         /// As for `take`: the caller owns `Processing(m)`.
-        unsafe fn put(&self, response: Arc<T>);
+        unsafe fn put(&self, response: Arc<T>) -> Option<Arc<T>>;
 
         /// A copy of the response.
         ///
@@ -76,16 +78,15 @@ impl<T: Send + Sync> sealed::SlotImpl<T> for CountedSlot<T> {
     }
 
     #[inline]
-    unsafe fn take(&self) {
+    unsafe fn take(&self) -> Option<Arc<T>> {
         // SAFETY: exclusive access, per the contract.
-        let old = unsafe { self.response.with_mut(Option::take) };
-        drop(old);
+        unsafe { self.response.with_mut(Option::take) }
     }
 
     #[inline]
-    unsafe fn put(&self, response: Arc<T>) {
+    unsafe fn put(&self, response: Arc<T>) -> Option<Arc<T>> {
         // SAFETY: exclusive access, per the contract.
-        unsafe { self.response.with_mut(|slot| *slot = Some(response)) }
+        unsafe { self.response.with_mut(|slot| slot.replace(response)) }
     }
 
     #[inline]
@@ -104,7 +105,7 @@ impl<T> fmt::Debug for CountedSlot<T> {
     }
 }
 
-/// The design card's slot: an `arc_swap::ArcSwapOption`, stored at publish only.
+/// The alternative slot: an `arc_swap::ArcSwapOption`, stored at publish only.
 pub struct ArcSwapSlot<T> {
     response: ArcCell<T>,
 }
@@ -121,11 +122,13 @@ impl<T: Send + Sync> sealed::SlotImpl<T> for ArcSwapSlot<T> {
     /// Keeps the old response until the next publish: clearing it here would cost a
     /// second `store`, the expensive operation of this slot.
     #[inline]
-    unsafe fn take(&self) {}
+    unsafe fn take(&self) -> Option<Arc<T>> {
+        None
+    }
 
     #[inline]
-    unsafe fn put(&self, response: Arc<T>) {
-        self.response.store(Some(response));
+    unsafe fn put(&self, response: Arc<T>) -> Option<Arc<T>> {
+        self.response.swap(Some(response))
     }
 
     #[inline]

@@ -1,10 +1,10 @@
 //! The packed state word: the only place that knows its layout.
 //!
 //! ```text
-//!  63                              16 15          6   5    4     3          2        1         0
-//! +----------------------------------+-------------+----------+----------+--------+-----------+-------+
-//! | n: newest accepted request (48)  | readers (10)| reserved | UNGUARDED| PARKED | ABANDONED | READY |
-//! +----------------------------------+-------------+----------+----------+--------+-----------+-------+
+//!  63                              16 15          6    5       4        3          2        1         0
+//! +----------------------------------+-------------+---------+------+----------+--------+-----------+-------+
+//! | n: newest accepted request (48)  | readers (10)| ASYNC   | DOOR | UNGUARDED| PARKED | ABANDONED | READY |
+//! +----------------------------------+-------------+---------+------+----------+--------+-----------+-------+
 //! ```
 //!
 //! | state                  | bits                     | who owns the response slot            |
@@ -14,10 +14,18 @@
 //! | `Ready(n)`, abandoned  | READY=1, ABANDONED=1     | nobody reads it (there is no response)|
 //!
 //! `PARKED`: some thread may be parked on the session's futex; the next transition clears
-//! it and wakes. `UNGUARDED`: `Processing(n)` was started by the seed-compatible
-//! `triage_request`, so the seed's `set_response` may claim it (it clears the bit).
+//! it and wakes (if the parked-waiter count beside the futex says anyone is still there).
+//! `UNGUARDED`: `Processing(n)` was started by the seed-compatible `triage_request`, so
+//! the seed's `set_response` may claim it (it clears the bit, then drains the readers and
+//! reclaims the slot itself). `DOOR`: a triage that lost a race closed the door to new
+//! readers; the `start` that follows clears it, and until then the reader count can only
+//! fall, so the triage finishes in as many steps as there were readers inside.
 //! `readers`: threads inside the few-instruction window in which they clone the response
-//! out of the counted slot; they can enter only in `Ready(n)` (not abandoned).
+//! out of the counted slot; they can enter only in `Ready(n)` (not abandoned) with the
+//! door open. `ASYNC` (async waiters): some async waiter may be listening on the
+//! session's event; it is set only while the word is pending for that waiter, and the
+//! next `start`, `complete` or `abandon` clears it and notifies (the last async waiter to
+//! give up clears it too).
 //!
 //! Transitions (every one a single compare-and-swap or read-modify-write; there are no
 //! plain stores, so every reader's release decrement stays in the release sequence):
@@ -25,14 +33,17 @@
 //! | from                   | verb        | to                            | by                          |
 //! |------------------------|-------------|-------------------------------|-----------------------------|
 //! | `Ready(n)`             | `start`     | `Processing(m)`, m > n        | the thread whose triage wins|
+//! | any                    | `close_door`| same, DOOR                    | a triage whose `start` lost |
 //! | `Processing(m)`        | `complete`  | `Ready(m)`                    | the processor of `m`        |
 //! | `Processing(m)`        | `abandon`   | `Ready(m)`, abandoned         | the processor's guard drop  |
 //! | `Processing(m)`+UNGUARDED | `claim`  | `Processing(m)`               | the seed's `set_response`   |
-//! | `Ready(n)`             | `enter`     | `Ready(n)`, readers + 1       | a reader of `n`'s response  |
+//! | `Ready(n)`, door open  | `enter`     | `Ready(n)`, readers + 1       | a reader of `n`'s response  |
 //! | any                    | `leave`     | readers - 1                   | that reader                 |
 //! | unsettled for a waiter | `park`      | same, PARKED                  | a waiter about to sleep     |
+//! | unsettled for a waiter | `mark_async_waiters` | same, ASYNC          | an async waiter             |
+//! | any                    | `clear_async_waiters`| same, not ASYNC      | the last async waiter to leave |
 
-use crate::sync::{AtomicU64, Backoff};
+use crate::sync::{planted_bug, AtomicU64, Backoff};
 use std::fmt;
 use std::sync::atomic::Ordering;
 
@@ -40,11 +51,10 @@ const READY: u64 = 1 << 0;
 const ABANDONED: u64 = 1 << 1;
 const PARKED: u64 = 1 << 2;
 const UNGUARDED: u64 = 1 << 3;
-/// Bits 4 and 5, zero in every state today: kept for a triage door and an async-waiters flag, which take them from the reader count's old 12 bits.
-#[cfg_attr(not(test), allow(dead_code))]
-const RESERVED: u64 = (1 << 4) | (1 << 5);
+const DOOR: u64 = 1 << 4;
 /// Some async waiter may be listening on the session's event; the next transition
 /// clears it and notifies. Set only while the word is pending for that waiter.
+#[cfg_attr(not(any(test, feature = "async")), allow(dead_code))]
 const ASYNC_WAITERS: u64 = 1 << 5;
 const READER_SHIFT: u32 = 6;
 const READER_BITS: u32 = 10;
@@ -123,6 +133,12 @@ impl Word {
         self.0 & UNGUARDED != 0
     }
 
+    /// A triage closed the door to new readers.
+    #[inline]
+    pub const fn is_door_closed(self) -> bool {
+        self.0 & DOOR != 0
+    }
+
     /// Readers inside their window.
     #[inline]
     pub const fn readers(self) -> u64 {
@@ -131,7 +147,7 @@ impl Word {
 
     #[inline]
     const fn ready(self) -> Word {
-        Word((self.0 | READY) & !(PARKED | UNGUARDED))
+        Word((self.0 | READY) & !(PARKED | UNGUARDED | DOOR))
     }
 
     #[inline]
@@ -143,8 +159,7 @@ impl Word {
     pub const fn is_valid(self) -> bool {
         let abandoned_only_when_ready = !self.is_abandoned() || self.is_ready();
         let unguarded_only_when_processing = !self.is_unguarded() || !self.is_ready();
-        let no_readers_once_unguarded = !self.is_unguarded() || self.readers() == 0;
-        abandoned_only_when_ready && unguarded_only_when_processing && no_readers_once_unguarded
+        abandoned_only_when_ready && unguarded_only_when_processing
     }
 }
 
@@ -161,6 +176,8 @@ pub struct Fields {
     pub parked: bool,
     /// Processing started by the seed's `triage_request`.
     pub unguarded: bool,
+    /// A triage closed the door to new readers.
+    pub door: bool,
     /// Readers inside their window, `0..=1023`.
     pub readers: u64,
 }
@@ -171,7 +188,7 @@ pub struct Fields {
 pub enum EncodeError {
     /// The request number does not fit in 48 bits.
     RequestTooLarge(u64),
-    /// More readers than the 12-bit count holds.
+    /// More readers than the 10-bit count holds.
     TooManyReaders(u64),
     /// A combination no transition produces (e.g. abandoned while processing).
     Invalid,
@@ -195,7 +212,8 @@ impl Word {
                 | flag(fields.ready, READY)
                 | flag(fields.abandoned, ABANDONED)
                 | flag(fields.parked, PARKED)
-                | flag(fields.unguarded, UNGUARDED),
+                | flag(fields.unguarded, UNGUARDED)
+                | flag(fields.door, DOOR),
         );
         if word.is_valid() {
             Ok(word)
@@ -212,6 +230,7 @@ impl Word {
             abandoned: self.is_abandoned(),
             parked: self.is_parked(),
             unguarded: self.is_unguarded(),
+            door: self.is_door_closed(),
             readers: self.readers(),
         }
     }
@@ -232,11 +251,14 @@ impl fmt::Debug for Word {
         if fields.parked {
             f.write_str(" parked")?;
         }
-        if self.has_async_waiters() {
-            f.write_str(" async-waiters")?;
-        }
         if fields.unguarded {
             f.write_str(" unguarded")?;
+        }
+        if fields.door {
+            f.write_str(" door-closed")?;
+        }
+        if self.has_async_waiters() {
+            f.write_str(" async-waiters")?;
         }
         Ok(())
     }
@@ -255,7 +277,7 @@ pub enum Decision {
     Busy,
 }
 
-/// The SPEC §2 table: what a triage of `m` does given the word `seen`.
+/// The triage table: what a triage of `m` does given the word `seen`.
 #[inline]
 pub fn decide(seen: Word, m: u64) -> Decision {
     let n = seen.request();
@@ -288,20 +310,70 @@ impl StateWord {
         Word(self.0.load(Ordering::Acquire))
     }
 
-    /// `Ready(n) -> Processing(m)` if the word still holds `seen`. Readers still inside
-    /// their window stay counted: the caller must drain them before touching the slot.
+    /// `Ready(n) -> Processing(m)` if the table says so (marked `UNGUARDED` when
+    /// `unguarded`); returns the word it replaced. Readers still inside their window
+    /// stay counted: the caller (or, unguarded, the claimer) drains them before
+    /// touching the slot.
+    ///
+    /// One compare-and-swap from the caller's snapshot when nothing races it. Once one
+    /// fails, `close_door` (a read-modify-write that always succeeds) shuts out new
+    /// readers; from then on the word changes only as readers leave, waiters park or
+    /// another triage wins, so readers cannot prolong the loop.
     #[inline]
-    pub fn start(&self, seen: Word, m: u64) -> Result<Word, Word> {
-        debug_assert!(seen.is_ready() && m > seen.request() && m <= MAX_REQUEST);
-        let next = Word(Word::processing(m).0 | (seen.0 & READER_MASK));
+    ///
+    /// A triage that closed the door and then finds the table refusing `m` opens it
+    /// again, clearing `PARKED`: `reopened` gets the word that replaced, to wake the
+    /// readers waiting at the door.
+    pub fn start(&self, m: u64, unguarded: bool, reopened: impl Fn(Word)) -> Result<Word, Refusal> {
+        debug_assert!(m <= MAX_REQUEST);
+        let mut seen = self.load();
+        loop {
+            if let Some(refusal) = Refusal::of(seen, m) {
+                return Err(refusal);
+            }
+            match self.try_start(seen, m, unguarded) {
+                Ok(previous) => return Ok(previous),
+                Err(now) if now.is_door_closed() || Refusal::of(now, m).is_some() => seen = now,
+                Err(_) => seen = self.close_door(m, &reopened)?,
+            }
+        }
+    }
+
+    #[inline]
+    fn try_start(&self, seen: Word, m: u64, unguarded: bool) -> Result<Word, Word> {
+        let flags = if unguarded { UNGUARDED } else { 0 };
+        let next = Word(Word::processing(m).0 | flags | (seen.0 & READER_MASK));
         // ORDERING: acquire pairs with the release of the `complete` that made `Ready(n)`
         // (the old response may be dropped by this thread) and of waiters' `park`; release
-        // pairs with the acquire of every later load that sees `Processing(m)`.
+        // pairs with the acquire of every later load that sees `Processing(m)` (and of
+        // `claim`, whose caller reclaims the slot after it).
         let result = self
             .0
             .compare_exchange(seen.0, next.0, Ordering::AcqRel, Ordering::Acquire);
         debug_assert!(next.is_valid());
         result.map(Word).map_err(Word)
+    }
+
+    /// Closes the door to new readers for a triage of `m` that lost a race, and returns
+    /// the word with the door closed. If the table no longer starts `m`, a door this
+    /// call closed is opened again (no `start` will) and the refusal returned.
+    #[cold]
+    fn close_door(&self, m: u64, reopened: &impl Fn(Word)) -> Result<Word, Refusal> {
+        // ORDERING: acquire, as the failed compare-and-swap it follows; the door itself
+        // publishes nothing (it only turns readers' `enter` away).
+        let before = Word(self.0.fetch_or(DOOR, Ordering::Acquire));
+        match Refusal::of(before, m) {
+            None => Ok(Word(before.0 | DOOR)),
+            Some(refusal) => {
+                if !before.is_door_closed() && !planted_bug!(KeepDoorOnRefusal) {
+                    // ORDERING: acquire pairs with the release `park` of readers that
+                    // wait at the door, as every transition that clears PARKED.
+                    let previous = self.0.fetch_and(!(DOOR | PARKED), Ordering::Acquire);
+                    reopened(Word(previous));
+                }
+                Err(refusal)
+            }
+        }
     }
 
     /// Spins (with yields) until no reader is inside its window. Only the thread that
@@ -341,44 +413,32 @@ impl StateWord {
         previous
     }
 
-    /// Marks the `Processing(m)` the caller owns as claimable by the seed's
-    /// `set_response`. Called only after the slot was reclaimed.
-    pub fn mark_unguarded(&self) {
-        // ORDERING: release pairs with the acquire in `claim`: the claimer's slot write
-        // comes after our reclaim of the slot.
-        let previous = Word(self.0.fetch_or(UNGUARDED, Ordering::Release));
-        debug_assert!(!previous.is_ready() && previous.readers() == 0);
-    }
-
-    /// Takes over an unguarded `Processing(m)`; exactly one caller per request wins.
-    pub fn claim(&self) -> Result<u64, Word> {
-        let mut seen = self.load();
-        loop {
-            if seen.is_ready() || !seen.is_unguarded() {
-                return Err(seen);
-            }
-            // ORDERING: acquire pairs with `mark_unguarded`'s release (see there).
-            match self.0.compare_exchange_weak(
-                seen.0,
-                seen.0 & !UNGUARDED,
-                Ordering::Acquire,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return Ok(seen.request()),
-                Err(now) => seen = Word(now),
-            }
+    /// Takes over an unguarded `Processing(m)`, returning the word it replaced (whose
+    /// readers the caller must drain before it reclaims the slot); exactly one caller
+    /// per request wins. One read-modify-write whatever the state: clearing a bit that
+    /// is not set changes nothing.
+    #[inline]
+    pub fn claim(&self) -> Result<Word, Word> {
+        // ORDERING: acquire pairs with the release of the `start` that set UNGUARDED
+        // (and, through it, of the `complete` before it); release keeps the claim
+        // ordered before the slot writes that follow it for later readers of the word.
+        let previous = Word(self.0.fetch_and(!UNGUARDED, Ordering::AcqRel));
+        if previous.is_unguarded() && !previous.is_ready() {
+            Ok(previous)
+        } else {
+            Err(previous)
         }
     }
 
     /// Registers a reader of request `m`'s response, starting from the caller's
     /// snapshot `seen`; fails, with the value that showed it (`seen` itself or a newer
-    /// one), when the word is not `Ready(m)` with a response. Waits (briefly) only when all reader
-    /// places are taken.
+    /// one), when the word is not `Ready(m)` with a response or a triage has the door
+    /// closed. Waits (briefly) only when all reader places are taken.
     #[inline]
     pub fn enter_from(&self, mut seen: Word, m: u64) -> Result<(), Word> {
         let backoff = Backoff::new();
         loop {
-            if !(seen.has_response() && seen.request() == m) {
+            if !(seen.has_response() && seen.request() == m) || seen.is_door_closed() {
                 return Err(seen);
             }
             if seen.readers() == MAX_READERS {
@@ -414,15 +474,18 @@ impl StateWord {
         debug_assert!(previous.readers() > 0);
     }
 
-    /// Sets `PARKED` if the word still holds `seen`.
+    /// Sets `PARKED` if the word still holds `seen`. Always a write, even when `PARKED`
+    /// is set already: the transition that wakes must read this waiter's count of
+    /// itself (see `Parker`), and only a write it reads from orders that count
+    /// before it.
     #[inline]
     pub fn park(&self, seen: Word) -> Result<(), Word> {
-        if seen.is_parked() {
+        if seen.is_parked() && planted_bug!(TrustForeignParked) {
             return Ok(());
         }
         // ORDERING: release pairs with the acquire of the transition that will clear
-        // PARKED: our earlier read of the futex epoch happens-before its increment, so
-        // the epoch we will sleep on is not already stale.
+        // PARKED: our earlier read of the futex epoch and our parked count happen-before
+        // it, so the epoch we sleep on is not already stale and the waker sees us counted.
         self.0
             .compare_exchange(
                 seen.0,
@@ -475,6 +538,35 @@ impl StateWord {
     }
 }
 
+/// What a triage of `m` does instead of starting it: the table's other answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// `m == n`: the outcome of `m` is there or coming.
+    Resend,
+    /// `m < n`.
+    Stale,
+    /// `Processing(current)`, `m > current`.
+    Busy {
+        /// The request being processed.
+        current: u64,
+    },
+}
+
+impl Refusal {
+    /// The table's answer for `m` given `seen`, or `None` where it says start.
+    #[inline]
+    pub fn of(seen: Word, m: u64) -> Option<Refusal> {
+        match decide(seen, m) {
+            Decision::Start => None,
+            Decision::Resend => Some(Refusal::Resend),
+            Decision::Stale => Some(Refusal::Stale),
+            Decision::Busy => Some(Refusal::Busy {
+                current: seen.request(),
+            }),
+        }
+    }
+}
+
 #[inline]
 fn debug_assert_owner(previous: Word, m: u64) {
     debug_assert!(
@@ -496,7 +588,7 @@ mod tests {
 
     #[test]
     fn layout_leaves_no_gaps_and_no_overlaps() {
-        let flags = READY | ABANDONED | PARKED | UNGUARDED | RESERVED;
+        let flags = READY | ABANDONED | PARKED | UNGUARDED | DOOR | ASYNC_WAITERS;
         let requests = MAX_REQUEST << REQUEST_SHIFT;
         assert_eq!(flags & READER_MASK, 0);
         assert_eq!(flags & requests, 0);
@@ -534,19 +626,20 @@ mod tests {
             let n = w.request();
             if w.is_ready() && n < 4 {
                 for m in n + 1..=4 {
-                    next.push(Word(Word::processing(m).0 | (w.0 & READER_MASK)));
+                    let started = Word::processing(m).0 | (w.0 & READER_MASK);
+                    next.push(Word(started));
+                    next.push(Word(started | UNGUARDED));
                 }
             }
-            if !w.is_ready() && w.readers() == 0 {
+            next.push(Word(w.0 | DOOR));
+            if !w.is_ready() && w.readers() == 0 && !w.is_unguarded() {
                 next.push(w.ready());
                 next.push(w.abandoned());
-                if !w.is_unguarded() {
-                    next.push(Word(w.0 | UNGUARDED));
-                } else {
-                    next.push(Word(w.0 & !UNGUARDED));
-                }
             }
-            if w.has_response() && w.readers() < 2 {
+            if w.is_unguarded() {
+                next.push(Word(w.0 & !UNGUARDED));
+            }
+            if w.has_response() && !w.is_door_closed() && w.readers() < 2 {
                 next.push(Word(w.0 + ONE_READER));
             }
             if w.readers() > 0 {
@@ -558,6 +651,62 @@ mod tests {
             frontier.extend(next);
         }
         assert!(seen.len() > 50, "walked only {} states", seen.len());
+    }
+
+    #[test]
+    fn a_closed_door_keeps_new_readers_out_until_the_next_start() {
+        let word = StateWord::new();
+        word.start(1, false, drop).unwrap();
+        word.complete(1);
+        word.enter(1).unwrap();
+        assert!(word.close_door(2, &drop).is_ok());
+        assert!(word.load().is_door_closed());
+        assert!(word.enter(1).is_err(), "turned away at the door");
+        // A reader's snapshot from before the door closed no longer matches the word.
+        let before = Word(word.load().0 & !DOOR);
+        assert!(word
+            .0
+            .compare_exchange(
+                before.0,
+                before.0 + ONE_READER,
+                Ordering::Acquire,
+                Ordering::Relaxed
+            )
+            .is_err());
+        let replaced = word.start(2, false, drop).unwrap();
+        assert!(replaced.is_door_closed() && replaced.readers() == 1);
+        assert!(!word.load().is_door_closed(), "start opens the door");
+        word.leave();
+        word.drain_readers();
+        assert_eq!(word.load(), Word::processing(2));
+    }
+
+    #[test]
+    fn a_triage_that_the_table_refuses_opens_the_door_it_closed() {
+        let word = StateWord::new();
+        word.start(1, false, drop).unwrap();
+        word.complete(1);
+        assert_eq!(word.close_door(1, &drop), Err(Refusal::Resend));
+        assert!(!word.load().is_door_closed());
+        word.start(2, false, drop).unwrap();
+        assert_eq!(word.close_door(3, &drop), Err(Refusal::Busy { current: 2 }));
+        assert!(!word.load().is_door_closed());
+    }
+
+    #[test]
+    fn claim_takes_an_unguarded_start_once_and_keeps_its_readers_counted() {
+        let word = StateWord::new();
+        word.start(1, false, drop).unwrap();
+        word.complete(1);
+        word.enter(1).unwrap();
+        assert!(word.claim().is_err(), "nothing to claim in Ready(1)");
+        word.start(2, true, drop).unwrap();
+        let claimed = word.claim().unwrap();
+        assert_eq!((claimed.request(), claimed.readers()), (2, 1));
+        assert!(word.claim().is_err(), "claimed once");
+        word.leave();
+        word.drain_readers();
+        assert_eq!(word.complete(2), Word::processing(2));
     }
 
     #[test]
@@ -612,16 +761,15 @@ mod tests {
     #[test]
     fn readers_enter_only_a_ready_word_and_are_kept_across_start() {
         let word = StateWord::new();
-        let w = word.load();
-        word.start(w, 1).unwrap();
+        word.start(1, false, drop).unwrap();
         assert_eq!(word.enter(1), Err(Word::processing(1)));
         word.complete(1);
         word.enter(1).unwrap();
         word.enter(1).unwrap();
-        let w = word.load();
-        assert_eq!(w.readers(), 2);
-        let started = word.start(w, 2).unwrap();
-        assert_eq!(started.readers(), 2);
+        assert_eq!(word.load().readers(), 2);
+        let replaced = word.start(2, false, drop).unwrap();
+        assert_eq!(replaced.readers(), 2);
+        assert_eq!(word.load().readers(), 2);
         assert!(word.enter(2).is_err());
         word.leave();
         word.leave();

@@ -388,3 +388,13 @@ mod with_tokio {
         assert_eq!(again.as_deref(), Ok(&response(1)));
     }
 }
+
+#[test]
+fn the_async_waiters_add_one_pointer_and_the_session_stays_within_32_bytes() {
+    assert!(
+        std::mem::size_of::<Session>() <= 32,
+        "{}",
+        std::mem::size_of::<Session>()
+    );
+    assert!(std::mem::size_of::<ArcSwapSessionState<Response>>() <= 32);
+}

@@ -225,3 +225,49 @@ impl Cycle for BareAtomicsFloor {
         self.get(m)
     }
 }
+
+/// The original's three calls, which every implementation has: the cycle through
+/// them is what code ported from MUSCLE3 runs first.
+pub trait SeedCalls: Implementation {
+    /// `triage_request(m)`, which the caller knows says "process".
+    fn seed_triage(&self, m: u64);
+    /// `set_response(response)`.
+    fn seed_set(&self, response: Response);
+    /// `wait_get_response(m)`, which the caller knows is answered.
+    fn seed_get(&self, m: u64) -> Response;
+}
+
+/// The cycle through the original's calls: triage, set the response, read it back.
+#[inline]
+pub fn seed_cycle<I: SeedCalls>(session: &I, m: u64, response: &Response) -> Response {
+    session.seed_triage(m);
+    session.seed_set(Arc::clone(response));
+    session.seed_get(m)
+}
+
+macro_rules! seed_calls {
+    ($ty:ty, $($unwrap:tt)*) => {
+        impl SeedCalls for $ty {
+            #[inline]
+            fn seed_triage(&self, m: u64) {
+                let triage = self.triage_request(m)$($unwrap)*;
+                assert_eq!(triage, (true, true), "{}", Self::ID);
+            }
+
+            #[inline]
+            fn seed_set(&self, response: Response) {
+                let _ = self.set_response(response);
+            }
+
+            #[inline]
+            fn seed_get(&self, m: u64) -> Response {
+                self.wait_get_response(m)$($unwrap)*.expect("the response is settled")
+            }
+        }
+    };
+}
+
+seed_calls!(SessionState<u64>, .expect("a valid number"));
+seed_calls!(ArcSwapSessionState<u64>, .expect("a valid number"));
+seed_calls!(Baseline<u64>,);
+seed_calls!(ParkingLotSeed<u64>,);
