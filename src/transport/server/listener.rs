@@ -20,12 +20,13 @@ const EVICTED: u64 = u64::MAX - 1;
 const CONNECTION_STACK: usize = 512 * 1024;
 
 /// A live connection as the listener and shutdown see it: its one socket, shared with
-/// its thread, and since when it has waited for its next call.
+/// its thread, and since when it has waited for its next call (or for the rest of it).
 #[derive(Debug)]
 pub(super) struct Live {
     pub(super) stream: TcpStream,
-    /// Milliseconds since the server's epoch at which the connection began to wait for
-    /// its next call (or its handshake); `BUSY` in a call, `EVICTED` once chosen to go.
+    /// Milliseconds since the server's epoch at which the connection began to wait on
+    /// its client (for its handshake, its next call, or to take a response); `BUSY`
+    /// while a call is processed or awaited, `EVICTED` once chosen to go.
     idle_since_ms: AtomicU64,
 }
 
@@ -41,7 +42,14 @@ impl Live {
             });
     }
 
-    /// The connection starts a call; false if the listener chose it to make room.
+    /// True once the listener has chosen the connection to make room.
+    pub(super) fn is_evicted(&self) -> bool {
+        // ORDERING: see `mark_idle`.
+        self.idle_since_ms.load(Ordering::Acquire) == EVICTED
+    }
+
+    /// The connection's call has arrived whole and is answered now; false if the
+    /// listener chose it to make room.
     pub(super) fn mark_busy(&self) -> bool {
         // ORDERING: see `mark_idle`.
         self.idle_since_ms
@@ -121,10 +129,12 @@ impl Shared {
             return self.refuse(stream, "shutting down");
         }
         if connections.len() >= self.config.max_connections {
-            let Some(victim) = self.evict_longest_idle(connections.values()) else {
+            let Some(victim) = self.evict_longest_idle(connections.iter()) else {
                 return self.refuse(stream, "every connection is in a call");
             };
-            // The victim's thread sees the end of its stream and leaves the set.
+            // Out of the set at once, so that it no longer counts against the limit;
+            // its thread sees the end of its stream and ends.
+            let victim = connections.remove(&victim).expect("chosen from the set");
             let _ = victim.stream.shutdown(Shutdown::Both);
             Counters::bump(&self.counters.connections_evicted);
         }
@@ -149,24 +159,25 @@ impl Shared {
         None
     }
 
-    /// Chooses the connection that has waited longest for its next call, and marks it
-    /// so that it cannot start one any more.
+    /// Chooses the connection that has waited longest for its next call to arrive whole
+    /// (so a connection stalled in the middle of a message goes before one that has just
+    /// finished a call), and marks it so that it cannot start answering one any more.
     fn evict_longest_idle<'a>(
         &self,
-        connections: impl Iterator<Item = &'a Arc<Live>>,
-    ) -> Option<Arc<Live>> {
-        let mut candidates: Vec<(u64, &Arc<Live>)> = connections
+        connections: impl Iterator<Item = (&'a u64, &'a Arc<Live>)>,
+    ) -> Option<u64> {
+        let mut candidates: Vec<(u64, u64, &Arc<Live>)> = connections
             // ORDERING: a first look; the compare-exchange below decides.
-            .map(|live| (live.idle_since_ms.load(Ordering::Relaxed), live))
-            .filter(|(since, _)| *since < EVICTED)
+            .map(|(id, live)| (live.idle_since_ms.load(Ordering::Relaxed), *id, live))
+            .filter(|(since, _, _)| *since < EVICTED)
             .collect();
-        candidates.sort_unstable_by_key(|(since, _)| *since);
-        candidates.into_iter().find_map(|(since, live)| {
+        candidates.sort_unstable_by_key(|(since, _, _)| *since);
+        candidates.into_iter().find_map(|(since, id, live)| {
             // ORDERING: see `Live::mark_idle`.
             live.idle_since_ms
                 .compare_exchange(since, EVICTED, Ordering::AcqRel, Ordering::Acquire)
                 .ok()
-                .map(|_| Arc::clone(live))
+                .map(|_| id)
         })
     }
 }
