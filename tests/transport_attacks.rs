@@ -324,13 +324,7 @@ fn a_panicking_handler_reaches_tracing() {
 #[test]
 fn a_connection_costs_the_server_one_file_descriptor() {
     let _serial = serial();
-    let fds = || {
-        std::fs::read_dir("/proc/self/fd")
-            .map(|d| d.count())
-            .unwrap_or(0)
-    };
     let server = transport_support::server(attack_config());
-    let before = fds();
     let raws: Vec<Raw> = (0..10)
         .map(|_| {
             let mut raw = Raw::connect(server.local_addr());
@@ -338,11 +332,42 @@ fn a_connection_costs_the_server_one_file_descriptor() {
             raw
         })
         .collect();
+    let sockets = server_side_sockets(server.local_addr().port());
     assert_eq!(
-        fds() - before,
-        2 * raws.len(),
-        "one fd for the client, one for the server"
+        sockets.len(),
+        raws.len(),
+        "one server-side socket per connection"
     );
+    let mut fds_per_socket = std::collections::HashMap::new();
+    for fd in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        if let Ok(link) = std::fs::read_link(fd.path()) {
+            *fds_per_socket
+                .entry(link.to_string_lossy().into_owned())
+                .or_insert(0) += 1;
+        }
+    }
+    for inode in sockets {
+        let fds = fds_per_socket.get(&format!("socket:[{inode}]")).copied();
+        assert_eq!(
+            fds,
+            Some(1),
+            "socket {inode} is open on {fds:?} descriptors"
+        );
+    }
     let (_, threads) = process_status();
     assert!(threads > 10);
+}
+
+/// Inodes of the established sockets whose local port is `port` (the server's side).
+fn server_side_sockets(port: u16) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = u16::from_str_radix(fields[1].rsplit(':').next()?, 16).ok()?;
+            (local_port == port && fields[3] == "01").then(|| fields[9].to_owned())
+        })
+        .collect()
 }
