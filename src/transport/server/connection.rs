@@ -310,7 +310,7 @@ impl Connection<'_> {
                 }
                 // Waiting for the client to take its response: it may be closed to make
                 // room like an idle connection (the response stays retained).
-                self.live.mark_idle(self.shared.now_ms());
+                self.live.mark_writing(self.shared.now_ms());
                 self.send(&response)
             }
             (_, Reply::Nothing(Silence::Stale)) => {

@@ -6,7 +6,7 @@ use super::Shared;
 use crate::transport::counters::Counters;
 use crate::transport::logs::CONNECTION_THREAD;
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -28,11 +28,27 @@ pub(super) struct Live {
     /// its client (for its handshake, its next call, or to take a response); `BUSY`
     /// while a call is processed or awaited, `EVICTED` once chosen to go.
     idle_since_ms: AtomicU64,
+    /// True while the connection waits for its client to take a response (rather than
+    /// to send something).
+    writing: AtomicBool,
 }
 
 impl Live {
     /// The connection waits for its next call from now.
     pub(super) fn mark_idle(&self, now_ms: u64) {
+        // ORDERING: only read by the listener's choice of a victim, a heuristic.
+        self.writing.store(false, Ordering::Relaxed);
+        self.mark_waiting(now_ms);
+    }
+
+    /// The connection waits for its client to take a response from now.
+    pub(super) fn mark_writing(&self, now_ms: u64) {
+        // ORDERING: see `mark_idle`.
+        self.writing.store(true, Ordering::Relaxed);
+        self.mark_waiting(now_ms);
+    }
+
+    fn mark_waiting(&self, now_ms: u64) {
         // ORDERING: pairs with the compare-exchange in `evict_longest_idle`: whichever
         // comes first wins; an evicted connection stays evicted.
         let _ = self
@@ -58,6 +74,34 @@ impl Live {
             })
             .is_ok()
     }
+}
+
+impl Live {
+    /// True if the connection waits to read and bytes from its client are already in
+    /// the socket's receive buffer.
+    fn has_unread_bytes(&self) -> bool {
+        // ORDERING: see `mark_idle`.
+        !self.writing.load(Ordering::Relaxed) && unread_bytes(&self.stream) > 0
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn unread_bytes(stream: &TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut unread: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one `c_int` through the pointer, which points to a live
+    // `c_int`; the descriptor is open while `stream` is borrowed.
+    let done = unsafe { libc::ioctl(stream.as_raw_fd(), libc::FIONREAD, &mut unread) };
+    if done == 0 {
+        unread.max(0) as usize
+    } else {
+        0
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn unread_bytes(_: &TcpStream) -> usize {
+    0
 }
 
 /// Removes a connection from the live set, and counts its thread out, when the thread
@@ -141,6 +185,7 @@ impl Shared {
         let live = Arc::new(Live {
             stream,
             idle_since_ms: AtomicU64::new(self.now_ms()),
+            writing: AtomicBool::new(false),
         });
         // ORDERING: only uniqueness matters.
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
@@ -159,9 +204,11 @@ impl Shared {
         None
     }
 
-    /// Chooses the connection that has waited longest for its next call to arrive whole
-    /// (so a connection stalled in the middle of a message goes before one that has just
-    /// finished a call), and marks it so that it cannot start answering one any more.
+    /// Chooses the connection that has waited longest on its client (so a connection
+    /// stalled in the middle of a message goes before one that has just finished a
+    /// call), and marks it so that it cannot start answering one any more. A connection
+    /// waiting to read whose client has sent bytes its thread has not read yet is
+    /// making progress (its thread is about to run), and is spared.
     fn evict_longest_idle<'a>(
         &self,
         connections: impl Iterator<Item = (&'a u64, &'a Arc<Live>)>,
@@ -169,7 +216,7 @@ impl Shared {
         let mut candidates: Vec<(u64, u64, &Arc<Live>)> = connections
             // ORDERING: a first look; the compare-exchange below decides.
             .map(|(id, live)| (live.idle_since_ms.load(Ordering::Relaxed), *id, live))
-            .filter(|(since, _, _)| *since < EVICTED)
+            .filter(|(since, _, live)| *since < EVICTED && !live.has_unread_bytes())
             .collect();
         candidates.sort_unstable_by_key(|(since, _, _)| *since);
         candidates.into_iter().find_map(|(since, id, live)| {
