@@ -1,10 +1,12 @@
+#![cfg(feature = "transport")]
 //! Exactly-once through the transport while connections break at random, and a
 //! panicking handler.
 
 mod transport_support;
 
+use exactly_once::transport::faults::random_shutdowns;
 use exactly_once::transport::{
-    Client, ClientConfig, ClientError, CloseReason, Direction, FaultHook, Server, ServerConfig,
+    Client, ClientConfig, ClientError, CloseReason, Direction, Server, ServerConfig,
 };
 use std::collections::HashMap;
 use std::net::Shutdown;
@@ -19,15 +21,6 @@ struct Ledger {
     executions: AtomicU64,
     by_request: Mutex<HashMap<Vec<u8>, u64>>,
     duplicates: AtomicU64,
-}
-
-fn random_shutdowns(rate: f64, seed: u64) -> FaultHook {
-    let rng = Mutex::new(fastrand::Rng::with_seed(seed));
-    Arc::new(move |stream, _direction: Direction| {
-        if rng.lock().unwrap().f64() < rate {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-    })
 }
 
 #[test]

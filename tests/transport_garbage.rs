@@ -1,3 +1,4 @@
+#![cfg(feature = "transport")]
 //! Whatever bytes a client sends, the server closes or answers that connection and
 //! carries on: random byte strings, and random well-formed prefixes followed by
 //! garbage, each on its own connection to one live server with a bystander session.

@@ -9,6 +9,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub enum CloseReason {
     /// The client sent no complete session id within the handshake deadline.
     HandshakeTimeout,
+    /// The connection sent no call for the idle time (its client resumes on its next
+    /// call, at the cost of one reconnect).
+    IdleTimeout,
+    /// A call's header or frame did not arrive whole within its deadline (a fixed time
+    /// plus the frame's length at the minimum transfer rate).
+    MessageTimeout,
+    /// The client did not take its response within the write deadline.
+    WriteTimeout,
+    /// Reading the frame would have exceeded the memory budget (the client retries
+    /// later; nothing was processed).
+    OverBudget,
     /// The client asked to resume a session the table does not hold.
     UnknownSession,
     /// A new session would exceed the live-session limit.
@@ -35,8 +46,12 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Every reason, in counter order.
-    pub const ALL: [CloseReason; 12] = [
+    pub const ALL: [CloseReason; 16] = [
         CloseReason::HandshakeTimeout,
+        CloseReason::IdleTimeout,
+        CloseReason::MessageTimeout,
+        CloseReason::WriteTimeout,
+        CloseReason::OverBudget,
         CloseReason::UnknownSession,
         CloseReason::SessionLimit,
         CloseReason::BadRequestNr,
@@ -50,7 +65,13 @@ impl CloseReason {
         CloseReason::Io,
     ];
 
-    fn index(self) -> usize {
+    /// True for reasons that are the server's normal housekeeping rather than a fault
+    /// of the client (logged at debug level, not as warnings).
+    pub fn is_housekeeping(self) -> bool {
+        matches!(self, CloseReason::IdleTimeout)
+    }
+
+    pub(crate) fn index(self) -> usize {
         CloseReason::ALL
             .iter()
             .position(|r| *r == self)
@@ -62,6 +83,10 @@ impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             CloseReason::HandshakeTimeout => "no session id before the handshake deadline",
+            CloseReason::IdleTimeout => "no call for the idle time",
+            CloseReason::MessageTimeout => "message not whole before its deadline",
+            CloseReason::WriteTimeout => "response not taken before the write deadline",
+            CloseReason::OverBudget => "frame would exceed the memory budget",
             CloseReason::UnknownSession => "resume of an unknown session",
             CloseReason::SessionLimit => "live-session limit reached",
             CloseReason::BadRequestNr => "request number out of range",
@@ -114,6 +139,8 @@ counters! {
     sessions_ended,
     /// Sessions removed after being idle with no connection.
     sessions_expired,
+    /// Sessions without a connection removed to make room for a new one.
+    sessions_evicted,
     /// Requests run by the handler (triage `Process`).
     requests_processed,
     /// Of those, requests that skipped numbers (a gap, processed as the seed does).
@@ -128,9 +155,15 @@ counters! {
     requests_abandoned,
     /// Connections accepted.
     connections_accepted,
-    /// Connections refused at once (connection limit, or shutting down).
+    /// Connections refused at once (every connection busy in a call, shutting down, or
+    /// no thread could be started).
     connections_refused,
-    /// Connections closed by the server for one of the [`CloseReason`]s.
+    /// Idle connections closed to admit a new one at the connection limit.
+    connections_evicted,
+    /// Failed `accept` calls (out of file descriptors and the like).
+    accept_errors,
+    /// Connections closed by the server for one of the [`CloseReason`]s, other than
+    /// housekeeping ([`CloseReason::is_housekeeping`]).
     connections_closed_with_error,
 }
 
@@ -142,7 +175,9 @@ impl Counters {
 
     pub(crate) fn count_close(&self, reason: CloseReason) {
         Counters::bump(&self.closed[reason.index()]);
-        Counters::bump(&self.connections_closed_with_error);
+        if !reason.is_housekeeping() {
+            Counters::bump(&self.connections_closed_with_error);
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! A simulation of many client sessions whose connections drop and are re-made.
 //!
-//! Shared by `tests/stress.rs` and `examples/dropped_connections.rs` (each includes this
-//! file as a module), so it knows only `exactly_once` and std.
+//! Included by `tests/stress.rs` as a module, so it knows only `exactly_once` and std.
+//! (`examples/dropped_connections.rs` runs the same kind of load through the library's
+//! session table, without this harness.)
 //!
 //! Each session has one client thread that sends requests `1..=N` in order. Every
 //! attempt to send request `m` is a new simulated connection: a freshly spawned handler
@@ -26,9 +27,8 @@
 
 #![allow(dead_code)]
 
-use exactly_once::{
-    ArcSwapSlot, CountedSlot, RequestNr, SessionState, Slot, Triage, WaitTimeoutError,
-};
+use exactly_once::answer::{self, Refusal, Silence, Step};
+use exactly_once::{ArcSwapSlot, CountedSlot, ProcessGuard, RequestNr, SessionState, Slot};
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -814,7 +814,8 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// The server side of one connection: the request frame of `m` has arrived.
+/// The server side of one connection: the request frame of `m` has arrived. Dispatches
+/// as the real server does, through `exactly_once::answer`.
 fn handle<S: Slot<Payload>>(
     id: u64,
     m: u64,
@@ -823,72 +824,115 @@ fn handle<S: Slot<Payload>>(
     session: &Session<S>,
     ctx: &Context,
 ) {
-    let c = &ctx.counters;
     if let Some(late) = plan.late {
         thread::sleep(late);
     }
     let request = RequestNr::new(m).expect("the simulation sends valid request numbers");
-    match session.state.triage(request) {
-        Triage::Process(guard) => {
-            bump(&c.processed);
-            if guard.skipped() > 0 {
-                bump(&c.gaps);
-                ctx.problem(format!(
-                    "session {id} request {m}: gap of {}",
-                    guard.skipped()
-                ));
-            }
-            // ORDERING: the count is only summed after every thread is joined; AcqRel
-            // keeps a second execution's increment from ever reading a stale 0.
-            session.executions[m as usize].fetch_add(1, Ordering::AcqRel);
-            if let Some(slow) = plan.slow {
-                thread::sleep(slow);
-            }
-            if plan.panic_before_complete {
-                // ORDERING: release, then the guard's abandon (an AcqRel swap) on the
-                // unwind: whoever learns "abandoned" from the session sees this flag.
-                session.panicked[m as usize].store(true, Ordering::Release);
-                bump(&c.panics);
-                panic::resume_unwind(Box::new(SimulatedPanic));
-            }
-            let response = guard.complete(encode(id, m));
-            if plan.crash_after_complete {
-                bump(&c.crashes_after_complete);
-                panic::resume_unwind(Box::new(SimulatedPanic));
-            }
-            send(&tx, Reply::Response(response), c);
+    let reply = match answer::first_step(session.state.triage(request)) {
+        Step::Process(guard) => process(id, m, &plan, guard, session, ctx),
+        Step::AwaitResend if plan.broken => resend_broken(id, m, session, ctx),
+        Step::AwaitResend => await_resend(request, session, ctx),
+        Step::Reply(reply) => reply,
+    };
+    deliver(id, m, reply, &tx, session, ctx);
+}
+
+/// Runs request `m` once: counts the execution, then is slow, panics, or completes
+/// (and perhaps dies before sending), as the plan says.
+fn process<S: Slot<Payload>>(
+    id: u64,
+    m: u64,
+    plan: &Plan,
+    guard: ProcessGuard<'_, Payload, S>,
+    session: &Session<S>,
+    ctx: &Context,
+) -> answer::Reply<Payload> {
+    let c = &ctx.counters;
+    bump(&c.processed);
+    if guard.skipped() > 0 {
+        bump(&c.gaps);
+        ctx.problem(format!(
+            "session {id} request {m}: gap of {}",
+            guard.skipped()
+        ));
+    }
+    // ORDERING: the count is only summed after every thread is joined; AcqRel keeps a
+    // second execution's increment from ever reading a stale 0.
+    session.executions[m as usize].fetch_add(1, Ordering::AcqRel);
+    if let Some(slow) = plan.slow {
+        thread::sleep(slow);
+    }
+    if plan.panic_before_complete {
+        // ORDERING: release, then the guard's abandon (an AcqRel swap) on the unwind:
+        // whoever learns "abandoned" from the session sees this flag.
+        session.panicked[m as usize].store(true, Ordering::Release);
+        bump(&c.panics);
+        panic::resume_unwind(Box::new(SimulatedPanic));
+    }
+    let response = guard.complete(encode(id, m));
+    if plan.crash_after_complete {
+        bump(&c.crashes_after_complete);
+        panic::resume_unwind(Box::new(SimulatedPanic));
+    }
+    answer::Reply::Send(response)
+}
+
+/// Waits for the outcome of a request another connection processes.
+fn await_resend<S: Slot<Payload>>(
+    request: RequestNr,
+    session: &Session<S>,
+    ctx: &Context,
+) -> answer::Reply<Payload> {
+    bump(&ctx.counters.resends);
+    let waited = session
+        .state
+        .wait_timeout(request, ctx.config.wait_deadline);
+    let reply = answer::after_wait(waited);
+    if matches!(
+        reply,
+        answer::Reply::Send(_) | answer::Reply::Close(Refusal::Abandoned)
+    ) {
+        bump(&ctx.counters.resends_served);
+    }
+    reply
+}
+
+/// A broken server: told to resend, it executes the request again and answers with
+/// another request's response (to check that the simulation catches both).
+fn resend_broken<S: Slot<Payload>>(
+    id: u64,
+    m: u64,
+    session: &Session<S>,
+    ctx: &Context,
+) -> answer::Reply<Payload> {
+    bump(&ctx.counters.resends);
+    session.executions[m as usize].fetch_add(1, Ordering::AcqRel);
+    answer::Reply::Send(Arc::new(encode(id, m + 1)))
+}
+
+/// Sends the reply to the client, or counts why there is none.
+fn deliver<S: Slot<Payload>>(
+    id: u64,
+    m: u64,
+    reply: answer::Reply<Payload>,
+    tx: &Sender<Reply>,
+    session: &Session<S>,
+    ctx: &Context,
+) {
+    let c = &ctx.counters;
+    match reply {
+        answer::Reply::Send(response) => send(tx, Reply::Response(response), c),
+        answer::Reply::Close(Refusal::Abandoned) => send(tx, Reply::Abandoned, c),
+        answer::Reply::Nothing(Silence::Gone) => bump(&c.gone),
+        answer::Reply::Nothing(Silence::Stale) => bump(&c.stale),
+        answer::Reply::Close(Refusal::ResendTimedOut) => {
+            bump(&c.wait_timeouts);
+            ctx.problem(format!(
+                "session {id} request {m}: resend wait timed out, state {:?}",
+                session.state
+            ));
         }
-        Triage::Resend if plan.broken => {
-            bump(&c.resends);
-            session.executions[m as usize].fetch_add(1, Ordering::AcqRel);
-            send(&tx, Reply::Response(Arc::new(encode(id, m + 1))), c);
-        }
-        Triage::Resend => {
-            bump(&c.resends);
-            match session
-                .state
-                .wait_timeout(request, ctx.config.wait_deadline)
-            {
-                Ok(response) => {
-                    bump(&c.resends_served);
-                    send(&tx, Reply::Response(response), c);
-                }
-                Err(WaitTimeoutError::Abandoned) => {
-                    bump(&c.resends_served);
-                    send(&tx, Reply::Abandoned, c);
-                }
-                Err(WaitTimeoutError::Gone) => bump(&c.gone),
-                Err(WaitTimeoutError::TimedOut) => {
-                    bump(&c.wait_timeouts);
-                    ctx.problem(format!(
-                        "session {id} request {m}: resend wait timed out, state {:?}",
-                        session.state
-                    ));
-                }
-            }
-        }
-        Triage::Stale => bump(&c.stale),
-        Triage::Busy { current } => {
+        answer::Reply::Close(Refusal::Busy { current }) => {
             bump(&c.busy);
             ctx.problem(format!("session {id} request {m}: busy with {current}"));
         }

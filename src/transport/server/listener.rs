@@ -1,0 +1,230 @@
+//! Accepting connections: the connection limit, the live-connection set, and the
+//! thread of each connection.
+
+use super::connection;
+use super::Shared;
+use crate::transport::counters::Counters;
+use crate::transport::logs::CONNECTION_THREAD;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+/// `Live::idle_since_ms` while the connection is in a call.
+const BUSY: u64 = u64::MAX;
+/// `Live::idle_since_ms` once the listener has chosen the connection to make room.
+const EVICTED: u64 = u64::MAX - 1;
+
+/// Stack of a connection thread: the handler runs on it.
+const CONNECTION_STACK: usize = 512 * 1024;
+
+/// A live connection as the listener and shutdown see it: its one socket, shared with
+/// its thread, and since when it has waited for its next call (or for the rest of it).
+#[derive(Debug)]
+pub(super) struct Live {
+    pub(super) stream: TcpStream,
+    /// Milliseconds since the server's epoch at which the connection began to wait on
+    /// its client (for its handshake, its next call, or to take a response); `BUSY`
+    /// while a call is processed or awaited, `EVICTED` once chosen to go.
+    idle_since_ms: AtomicU64,
+    /// True while the connection waits for its client to take a response (rather than
+    /// to send something).
+    writing: AtomicBool,
+}
+
+impl Live {
+    /// The connection waits for its next call from now.
+    pub(super) fn mark_idle(&self, now_ms: u64) {
+        // ORDERING: only read by the listener's choice of a victim, a heuristic.
+        self.writing.store(false, Ordering::Relaxed);
+        self.mark_waiting(now_ms);
+    }
+
+    /// The connection waits for its client to take a response from now.
+    pub(super) fn mark_writing(&self, now_ms: u64) {
+        // ORDERING: see `mark_idle`.
+        self.writing.store(true, Ordering::Relaxed);
+        self.mark_waiting(now_ms);
+    }
+
+    fn mark_waiting(&self, now_ms: u64) {
+        // ORDERING: pairs with the compare-exchange in `evict_longest_idle`: whichever
+        // comes first wins; an evicted connection stays evicted.
+        let _ = self
+            .idle_since_ms
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                (v != EVICTED).then_some(now_ms)
+            });
+    }
+
+    /// True once the listener has chosen the connection to make room.
+    pub(super) fn is_evicted(&self) -> bool {
+        // ORDERING: see `mark_idle`.
+        self.idle_since_ms.load(Ordering::Acquire) == EVICTED
+    }
+
+    /// The connection's call has arrived whole and is answered now; false if the
+    /// listener chose it to make room.
+    pub(super) fn mark_busy(&self) -> bool {
+        // ORDERING: see `mark_idle`.
+        self.idle_since_ms
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                (v != EVICTED).then_some(BUSY)
+            })
+            .is_ok()
+    }
+}
+
+impl Live {
+    /// True if the connection waits to read and bytes from its client are already in
+    /// the socket's receive buffer.
+    fn has_unread_bytes(&self) -> bool {
+        // ORDERING: see `mark_idle`.
+        !self.writing.load(Ordering::Relaxed) && unread_bytes(&self.stream) > 0
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn unread_bytes(stream: &TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut unread: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one `c_int` through the pointer, which points to a live
+    // `c_int`; the descriptor is open while `stream` is borrowed.
+    let done = unsafe { libc::ioctl(stream.as_raw_fd(), libc::FIONREAD, &mut unread) };
+    if done == 0 {
+        unread.max(0) as usize
+    } else {
+        0
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn unread_bytes(_: &TcpStream) -> usize {
+    0
+}
+
+/// Removes a connection from the live set, and counts its thread out, when the thread
+/// ends (or never starts).
+struct Registration {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.shared.lock_connections().remove(&self.id);
+        *self.shared.lock_running() -= 1;
+        self.shared.ended.notify_all();
+    }
+}
+
+impl Shared {
+    pub(super) fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+        let mut backoff = Duration::ZERO;
+        for stream in listener.incoming() {
+            if self.is_stopping() {
+                break;
+            }
+            match stream {
+                Ok(stream) => {
+                    backoff = Duration::ZERO;
+                    self.admit(stream);
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off while others
+                    // close, counting rather than logging each failure.
+                    Counters::bump(&self.counters.accept_errors);
+                    if self.logs.allow("accept failed") {
+                        tracing::warn!(error = %e, "accept failed");
+                    }
+                    backoff = (backoff * 2).clamp(Duration::from_millis(1), Duration::from_secs(1));
+                    thread::sleep(backoff);
+                }
+            }
+        }
+    }
+
+    fn admit(self: &Arc<Self>, stream: TcpStream) {
+        let Some((id, live)) = self.register(stream) else {
+            return;
+        };
+        let registration = Registration {
+            shared: Arc::clone(self),
+            id,
+        };
+        let spawned = thread::Builder::new()
+            .name(CONNECTION_THREAD.into())
+            .stack_size(CONNECTION_STACK)
+            .spawn(move || connection::run(&registration.shared, &live, id));
+        if let Err(e) = spawned {
+            // The closure, and with it the registration, has been dropped.
+            Counters::bump(&self.counters.connections_refused);
+            if self.logs.allow("cannot start a thread") {
+                tracing::warn!(error = %e, "connection refused: cannot start a thread");
+            }
+        }
+    }
+
+    /// Adds `stream` to the live set, making room if needed; `None` if refused.
+    fn register(&self, stream: TcpStream) -> Option<(u64, Arc<Live>)> {
+        let mut connections = self.lock_connections();
+        if self.is_stopping() {
+            return self.refuse(stream, "shutting down");
+        }
+        if connections.len() >= self.config.max_connections {
+            let Some(victim) = self.evict_longest_idle(connections.iter()) else {
+                return self.refuse(stream, "every connection is in a call");
+            };
+            // Out of the set at once, so that it no longer counts against the limit;
+            // its thread sees the end of its stream and ends.
+            let victim = connections.remove(&victim).expect("chosen from the set");
+            let _ = victim.stream.shutdown(Shutdown::Both);
+            Counters::bump(&self.counters.connections_evicted);
+        }
+        let live = Arc::new(Live {
+            stream,
+            idle_since_ms: AtomicU64::new(self.now_ms()),
+            writing: AtomicBool::new(false),
+        });
+        // ORDERING: only uniqueness matters.
+        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        connections.insert(id, Arc::clone(&live));
+        *self.lock_running() += 1;
+        Counters::bump(&self.counters.connections_accepted);
+        Some((id, live))
+    }
+
+    fn refuse<T>(&self, stream: TcpStream, why: &'static str) -> Option<T> {
+        Counters::bump(&self.counters.connections_refused);
+        if self.logs.allow("connection refused") {
+            tracing::warn!(why, "connection refused");
+        }
+        let _ = stream.shutdown(Shutdown::Both);
+        None
+    }
+
+    /// Chooses the connection that has waited longest on its client (so a connection
+    /// stalled in the middle of a message goes before one that has just finished a
+    /// call), and marks it so that it cannot start answering one any more. A connection
+    /// waiting to read whose client has sent bytes its thread has not read yet is
+    /// making progress (its thread is about to run), and is spared.
+    fn evict_longest_idle<'a>(
+        &self,
+        connections: impl Iterator<Item = (&'a u64, &'a Arc<Live>)>,
+    ) -> Option<u64> {
+        let mut candidates: Vec<(u64, u64, &Arc<Live>)> = connections
+            // ORDERING: a first look; the compare-exchange below decides.
+            .map(|(id, live)| (live.idle_since_ms.load(Ordering::Relaxed), *id, live))
+            .filter(|(since, _, live)| *since < EVICTED && !live.has_unread_bytes())
+            .collect();
+        candidates.sort_unstable_by_key(|(since, _, _)| *since);
+        candidates.into_iter().find_map(|(since, id, live)| {
+            // ORDERING: see `Live::mark_idle`.
+            live.idle_since_ms
+                .compare_exchange(since, EVICTED, Ordering::AcqRel, Ordering::Acquire)
+                .ok()
+                .map(|_| id)
+        })
+    }
+}
