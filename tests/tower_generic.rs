@@ -3,7 +3,9 @@
 #![cfg(feature = "tower")]
 
 use exactly_once::table::{Budget, SessionTable, TableConfig};
-use exactly_once::tower::{CloneStore, Error, ExactlyOnceLayer, Key, KeyError, SessionId};
+use exactly_once::tower::{
+    CloneStore, Error, ExactlyOnce, ExactlyOnceLayer, Key, KeyError, SessionId,
+};
 use exactly_once::RequestNr;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -71,6 +73,25 @@ fn key(ask: &Ask) -> Result<Key, KeyError> {
 
 type Answer = Result<Reply, Error<&'static str>>;
 
+type KeyFn = fn(&Ask) -> Result<Key, KeyError>;
+type Layered = ExactlyOnce<Counter, KeyFn, CloneStore<Reply>>;
+
+/// `counter` behind the layer, with a table of its own within `config`.
+fn layered(config: TableConfig, counter: Counter) -> Layered {
+    let store = CloneStore::new(|id: SessionId| Reply::Session(id.get()), || Reply::Ended);
+    let table = SessionTable::new(config, Budget::new(1 << 20));
+    ExactlyOnceLayer::new(key as KeyFn, store, table).layer(counter)
+}
+
+async fn new_session<S: Service<Ask, Response = Reply, Error = Error<&'static str>>>(
+    service: &mut S,
+) -> u64 {
+    let Ok(Reply::Session(s)) = call(service, 0, 0, false).await else {
+        panic!("a new session")
+    };
+    s
+}
+
 async fn call<S: Service<Ask, Response = Reply, Error = Error<&'static str>>>(
     service: &mut S,
     session: u64,
@@ -90,14 +111,9 @@ async fn call<S: Service<Ask, Response = Reply, Error = Error<&'static str>>>(
 
 #[tokio::test]
 async fn any_service_runs_once_per_number_with_typed_errors() {
-    let store = CloneStore::new(|id: SessionId| Reply::Session(id.get()), || Reply::Ended);
-    let table = SessionTable::new(TableConfig::default(), Budget::new(1 << 20));
     let counter = Counter::default();
-    let mut service = ExactlyOnceLayer::new(key, store, table).layer(counter.clone());
-
-    let Ok(Reply::Session(s)) = call(&mut service, 0, 0, false).await else {
-        panic!("a new session")
-    };
+    let mut service = layered(TableConfig::default(), counter.clone());
+    let s = new_session(&mut service).await;
     assert_eq!(
         call(&mut service, s, 1, false).await.unwrap(),
         Reply::Ran(1)
@@ -134,36 +150,40 @@ async fn any_service_runs_once_per_number_with_typed_errors() {
     assert_eq!(counter.runs.load(Ordering::SeqCst), 3);
 }
 
-#[tokio::test]
-async fn a_full_table_of_attached_sessions_refuses_creation() {
-    let store = CloneStore::new(|id: SessionId| Reply::Session(id.get()), || Reply::Ended);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_table_refuses_creation_while_its_session_runs_a_request_and_evicts_it_after() {
     let config = TableConfig {
         max_sessions: 1,
         ..TableConfig::default()
     };
-    let table = SessionTable::new(config, Budget::new(1 << 20));
-    let held = table.create().unwrap();
-    let mut service = ExactlyOnceLayer::new(key, store, table).layer(Counter::default());
-    assert!(matches!(
-        call(&mut service, 0, 0, false).await,
-        Err(Error::TableFull)
-    ));
-    drop(held);
-    assert!(matches!(
-        call(&mut service, 0, 0, false).await,
-        Ok(Reply::Session(_))
-    ));
+    let mut service = layered(config, Counter::default());
+    let held = new_session(&mut service).await;
+    let mut copy = service.clone();
+    let running = tokio::spawn(async move {
+        let slow = Ask {
+            session: held,
+            number: 1,
+            fail: false,
+            delay_ms: 300,
+        };
+        poll_fn(|cx| copy.poll_ready(cx)).await.unwrap();
+        copy.call(slow).await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let full = call(&mut service, 0, 0, false).await;
+    assert!(matches!(full, Err(Error::TableFull)), "{full:?}");
+    assert_eq!(running.await.unwrap().unwrap(), Reply::Ran(1));
+    let evicted_for = new_session(&mut service).await;
+    assert_ne!(evicted_for, held);
+    let gone = call(&mut service, held, 2, false).await;
+    assert!(matches!(gone, Err(Error::UnknownSession)), "{gone:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_caller_goes_away_finishes_and_its_resend_gets_the_answer() {
-    let store = CloneStore::new(|id: SessionId| Reply::Session(id.get()), || Reply::Ended);
-    let table = SessionTable::new(TableConfig::default(), Budget::new(1 << 20));
     let counter = Counter::default();
-    let mut service = ExactlyOnceLayer::new(key, store, table).layer(counter.clone());
-    let Ok(Reply::Session(s)) = call(&mut service, 0, 0, false).await else {
-        panic!("a new session")
-    };
+    let mut service = layered(TableConfig::default(), counter.clone());
+    let s = new_session(&mut service).await;
     let slow = Ask {
         session: s,
         number: 1,
