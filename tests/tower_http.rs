@@ -10,15 +10,21 @@ use http::StatusCode;
 use std::time::Duration;
 use tower_support::{create_session, pool, request, send, serve, Answer};
 
+/// A server with default limits, a pool, and one session on it.
+async fn one_session() -> (tower_support::TestServer, tower_support::HttpPool, String) {
+    let server = serve(TableConfig::default()).await;
+    let pool = pool();
+    let id = create_session(&pool, &server).await;
+    (server, pool, id)
+}
+
 fn refused(status: StatusCode, code: &str) -> impl Fn(&Answer) -> bool + '_ {
     move |a| a.status == status && a.code.as_deref() == Some(code)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_number_runs_once_and_a_resend_gets_the_same_answer() {
-    let server = serve(TableConfig::default()).await;
-    let pool = pool();
-    let id = create_session(&pool, &server).await;
+    let (server, pool, id) = one_session().await;
     let url = server.url("/count");
     let first = send(&pool, request(&url, Some(&id), 1, &[], "a")).await;
     let again = send(&pool, request(&url, Some(&id), 1, &[], "a")).await;
@@ -62,9 +68,7 @@ async fn creating_a_session_runs_nothing_and_a_lost_creation_leaves_an_unused_se
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_duplicates_of_a_slow_request_run_it_once_and_all_get_its_answer() {
-    let server = serve(TableConfig::default()).await;
-    let pool = pool();
-    let id = create_session(&pool, &server).await;
+    let (server, pool, id) = one_session().await;
     let url = server.url("/count");
     let copies = (0..8).map(|_| {
         let pool = pool.clone();
@@ -80,9 +84,7 @@ async fn concurrent_duplicates_of_a_slow_request_run_it_once_and_all_get_its_ans
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_slower_than_any_lease_runs_once_though_its_caller_went_away() {
-    let server = serve(TableConfig::default()).await;
-    let pool = pool();
-    let id = create_session(&pool, &server).await;
+    let (server, pool, id) = one_session().await;
     let url = server.url("/count");
     let slow = request(&url, Some(&id), 1, &[("delay-ms", "1500")], "slow");
     // The first caller gives up after 100 ms: its connection is dropped mid-run.
@@ -97,9 +99,7 @@ async fn a_handler_slower_than_any_lease_runs_once_though_its_caller_went_away()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_error_or_panic_abandons_its_request_and_the_session_goes_on() {
-    let server = serve(TableConfig::default()).await;
-    let pool = pool();
-    let id = create_session(&pool, &server).await;
+    let (server, pool, id) = one_session().await;
     let abandoned = refused(StatusCode::INTERNAL_SERVER_ERROR, "abandoned");
     for (m, path) in [(1, "/fail"), (2, "/panic")] {
         let url = server.url(path);
@@ -119,9 +119,7 @@ async fn a_handler_error_or_panic_abandons_its_request_and_the_session_goes_on()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_body_over_the_limit_abandons_its_request() {
-    let server = serve(TableConfig::default()).await;
-    let pool = pool();
-    let id = create_session(&pool, &server).await;
+    let (server, pool, id) = one_session().await;
     let url = server.url("/big");
     let size = (tower_support::BODY_LIMIT + 1).to_string();
     let big = [("size", size.as_str())];
@@ -158,9 +156,7 @@ async fn an_unknown_session_runs_nothing_beside_a_bystander() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_busy_and_malformed_requests_run_nothing() {
-    let server = serve(TableConfig::default()).await;
-    let pool = pool();
-    let id = create_session(&pool, &server).await;
+    let (server, pool, id) = one_session().await;
     let url = server.url("/count");
     send(&pool, request(&url, Some(&id), 1, &[], "")).await;
     let slow = request(&url, Some(&id), 2, &[("delay-ms", "500")], "");
@@ -189,9 +185,7 @@ async fn stale_busy_and_malformed_requests_run_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ended_session_frees_its_place_and_is_unknown_after() {
-    let server = serve(TableConfig::default()).await;
-    let pool = pool();
-    let id = create_session(&pool, &server).await;
+    let (server, pool, id) = one_session().await;
     let url = server.url("/count");
     send(&pool, request(&url, Some(&id), 1, &[], "")).await;
     let ended = send(&pool, request(&url, Some(&id), 0, &[], "")).await;
