@@ -8,7 +8,6 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 
 /// Errors a body may fail with, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -155,9 +154,8 @@ where
     ) -> impl Future<Output = Result<StoredResponse, StoreError>> + Send {
         let limit = self.body_limit;
         let (parts, body) = response.into_parts();
-        let body: Pin<Box<Limited<B>>> = Box::pin(Limited::new(body, limit));
         async move {
-            let body = match body.collect().await {
+            let body = match Limited::new(body, limit).collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(e) if e.is::<LengthLimitError>() => return Err(StoreError::TooLarge { limit }),
                 Err(e) => return Err(StoreError::Body(e)),
