@@ -29,25 +29,26 @@ use std::time::Duration;
 type Group<'c> = BenchmarkGroup<'c, WallTime>;
 
 fn request_cycle<I: Cycle>(group: &mut Group<'_>) {
-    let response: Response = Arc::new(7);
-    group.bench_function(I::ID, |b| {
-        let session = I::default();
-        let mut m = 0;
-        b.iter(|| {
-            m += 1;
-            black_box(peers::cycle(&session, black_box(m), &response))
-        })
-    });
+    timed_cycles(group, I::ID, peers::cycle::<I>);
 }
 
 fn seed_cycle<I: SeedCalls>(group: &mut Group<'_>) {
+    timed_cycles(group, I::ID, peers::seed_cycle::<I>);
+}
+
+/// Times `cycle` on a fresh session, one request number per iteration.
+fn timed_cycles<I: Default>(
+    group: &mut Group<'_>,
+    id: &str,
+    cycle: fn(&I, u64, &Response) -> Response,
+) {
     let response: Response = Arc::new(7);
-    group.bench_function(I::ID, |b| {
+    group.bench_function(id, |b| {
         let session = I::default();
         let mut m = 0;
         b.iter(|| {
             m += 1;
-            black_box(peers::seed_cycle(&session, black_box(m), &response))
+            black_box(cycle(&session, black_box(m), &response))
         })
     });
 }

@@ -209,43 +209,45 @@ impl Drop for BusyCores {
     }
 }
 
-fn workloads(c: &mut Criterion) {
-    let mut group = c.benchmark_group("handoff");
+/// The settings of the hand-off groups: round trips are tens of microseconds.
+fn handoff_group<'c>(c: &'c mut Criterion, name: &str) -> Group<'c> {
+    let mut group = c.benchmark_group(name);
     group
         .sampling_mode(SamplingMode::Flat)
         .sample_size(20)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    each_implementation!(handoff(&mut group));
-    group.finish();
+    group
+}
 
-    let mut group = c.benchmark_group("wake");
+/// The settings of the wake groups: each iteration parks and wakes real threads.
+fn wake_group<'c>(c: &'c mut Criterion, name: &str) -> Group<'c> {
+    let mut group = c.benchmark_group(name);
     group
         .sampling_mode(SamplingMode::Flat)
         .sample_size(10)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_millis(1500));
+    group
+}
+
+fn workloads(c: &mut Criterion) {
+    let mut group = handoff_group(c, "handoff");
+    each_implementation!(handoff(&mut group));
+    group.finish();
+
+    let mut group = wake_group(c, "wake");
     for w in WAITERS {
         each_implementation!(wake(&mut group, w));
     }
     group.finish();
 
     let busy = BusyCores::start();
-    let mut group = c.benchmark_group("handoff_busy");
-    group
-        .sampling_mode(SamplingMode::Flat)
-        .sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    let mut group = handoff_group(c, "handoff_busy");
     each_implementation!(handoff(&mut group));
     group.finish();
 
-    let mut group = c.benchmark_group("wake_busy");
-    group
-        .sampling_mode(SamplingMode::Flat)
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_millis(1500));
+    let mut group = wake_group(c, "wake_busy");
     each_implementation!(wake(&mut group, 1));
     group.finish();
     drop(busy);

@@ -115,25 +115,40 @@ fn churn(results: &Results, id: &str, readers: &str) -> Option<[f64; 3]> {
 const CHURN_READERS: [&str; 4] = ["0", "8", "64", "512"];
 
 fn churn_rows(results: &Results) -> String {
+    derived_rows(
+        "8 triage latency p50 / p99 / max, R threads reading",
+        "R",
+        &CHURN_READERS,
+        |id, readers| churn(results, id, readers),
+        |[p50, p99, max]| {
+            format!(
+                "{} / {} / {}",
+                format_ns(p50),
+                format_ns(p99),
+                format_ns(max)
+            )
+        },
+    )
+}
+
+/// Rows of values that are not one criterion median: one row per parameter, one cell
+/// per column, skipped where no column has a value.
+fn derived_rows<V: Copy>(
+    workload: &str,
+    name: &str,
+    params: &[&str],
+    value: impl Fn(&str, &str) -> Option<V>,
+    show: impl Fn(V) -> String,
+) -> String {
     let mut out = String::new();
-    for readers in CHURN_READERS {
-        let cells = COLUMNS.map(|(id, _)| churn(results, id, readers));
-        if cells.iter().all(Option::is_none) {
+    for &param in params {
+        let values = COLUMNS.map(|(id, _)| value(id, param));
+        if values.iter().all(Option::is_none) {
             continue;
         }
-        let _ = write!(
-            out,
-            "\n| 8 triage latency p50 / p99 / max, R threads reading | R = {readers} |"
-        );
-        for cell in cells {
-            let text = cell.map_or("—".to_owned(), |[p50, p99, max]| {
-                format!(
-                    "{} / {} / {}",
-                    format_ns(p50),
-                    format_ns(p99),
-                    format_ns(max)
-                )
-            });
+        let _ = write!(out, "\n| {workload} | {name} = {param} |");
+        for value in values {
+            let text = value.map_or("—".to_owned(), &show);
             let _ = write!(out, " {text} |");
         }
     }
@@ -339,22 +354,13 @@ fn scaling(results: &Results, id: &str, threads: &str) -> Option<f64> {
 }
 
 fn scaling_rows(results: &Results) -> String {
-    let mut out = String::new();
-    for threads in ["2", "4"] {
-        let values = COLUMNS.map(|(id, _)| scaling(results, id, threads));
-        if values.iter().all(Option::is_none) {
-            continue;
-        }
-        let _ = write!(
-            out,
-            "\n| 6 throughput scaling (T × time₁ / time_T) | T = {threads} |"
-        );
-        for value in values {
-            let text = value.map_or("—".to_owned(), |v| format!("{v:.2}×"));
-            let _ = write!(out, " {text} |");
-        }
-    }
-    out
+    derived_rows(
+        "6 throughput scaling (T × time₁ / time_T)",
+        "T",
+        &["2", "4"],
+        |id, threads| scaling(results, id, threads),
+        |v| format!("{v:.2}×"),
+    )
 }
 
 // ----- goals -----

@@ -54,7 +54,7 @@ pub use wait::future::{DeadlineFuture, DeadlineWait, OwnedWaitFuture, WaitFuture
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::state::{decide, Decision, EncodeError, Fields, StateWord, Word};
+    pub use crate::state::{decide, Decision, EncodeError, Fields, Refusal, StateWord, Word};
 }
 
 /// A session state whose responses are published through `arc_swap::ArcSwapOption`.

@@ -12,7 +12,7 @@
 
 #![no_main]
 
-use exactly_once::fuzzing::{decide, Decision, EncodeError, Fields, StateWord, Word};
+use exactly_once::fuzzing::{decide, Decision, EncodeError, Fields, Refusal, StateWord, Word};
 use exactly_once::RequestNr;
 use libfuzzer_sys::fuzz_target;
 
@@ -86,6 +86,7 @@ impl Reader<'_> {
             abandoned: flags & 2 != 0,
             parked: flags & 4 != 0,
             unguarded: flags & 8 != 0,
+            door: flags & 16 != 0,
         }
     }
 }
@@ -93,7 +94,7 @@ impl Reader<'_> {
 /// The invariants of state.rs, restated: abandoned only when ready, unguarded only when
 /// processing, and no reader once unguarded.
 fn combination_is_possible(f: Fields) -> bool {
-    (!f.abandoned || f.ready) && (!f.unguarded || !f.ready) && (!f.unguarded || f.readers == 0)
+    (!f.abandoned || f.ready) && (!f.unguarded || !f.ready)
 }
 
 /// SPEC §2's table, for the word `f` and request `m`.
@@ -165,7 +166,7 @@ enum Owner {
     Nobody,
     /// The thread whose `start` won (a guard, or the seed's `triage_request`).
     Starter,
-    /// Marked unguarded: waiting for the seed's `set_response` to claim it.
+    /// Started unguarded: waiting for the seed's `set_response` to claim it.
     Unclaimed,
     /// The `set_response` whose `claim` won.
     Claimer,
@@ -219,7 +220,7 @@ impl Driver {
             }
             2 => {
                 let m = self.next_request(r);
-                self.start_from_stale(m);
+                self.start_refused(m);
             }
             3 => self.settle(false),
             4 => self.settle(true),
@@ -241,7 +242,10 @@ impl Driver {
                 let stale = r.u8() & 1 != 0;
                 self.park(stale);
             }
-            11 => self.mark_unguarded(),
+            11 => {
+                let m = self.next_request(r);
+                self.start_unguarded(m);
+            }
             12 => self.claim(),
             13 => {
                 let m = r.request();
@@ -276,29 +280,22 @@ impl Driver {
             return;
         }
         assert_eq!(decide(seen, m), Decision::Start);
-        assert_eq!(self.word.start(seen, m), Ok(seen), "start({seen:?}, {m})");
+        assert_eq!(self.word.start(m, false, drop), Ok(seen), "start({seen:?}, {m})");
         self.model = Fields {
             request: m,
-            ready: false,
-            abandoned: false,
-            parked: false,
-            unguarded: false,
             readers: self.model.readers,
+            ..Fields::default()
         };
         self.owner = Owner::Starter;
     }
 
-    /// A `start` whose snapshot is out of date fails and reports the current word.
-    fn start_from_stale(&mut self, m: u64) {
-        if !(self.model.ready && m > self.model.request && m <= MAX) {
-            return;
+    /// A `start` the table refuses returns the table's answer and leaves the word.
+    fn start_refused(&mut self, m: u64) {
+        let seen = self.word.load();
+        if let Some(refusal) = Refusal::of(seen, m) {
+            assert_eq!(self.word.start(m, false, drop), Err(refusal));
+            assert_eq!(self.word.load(), seen);
         }
-        let stale = Fields {
-            parked: !self.model.parked,
-            ..self.model
-        };
-        let stale = Word::encode(stale).expect("toggling PARKED keeps a word valid");
-        assert_eq!(self.word.start(stale, m), Err(self.current()));
     }
 
     /// `complete` or `abandon`, by the owner of `Processing(n)` once readers drained.
@@ -407,21 +404,28 @@ impl Driver {
         assert_eq!(self.word.park(snapshot), Err(self.current()));
     }
 
-    /// The winner of a seed `triage_request` hands its `Processing(n)` to whichever
-    /// `set_response` claims it.
-    fn mark_unguarded(&mut self) {
-        if self.owner == Owner::Starter && !self.model.ready && self.model.readers == 0 {
-            self.word.mark_unguarded();
-            self.model.unguarded = true;
-            self.owner = Owner::Unclaimed;
+    /// A seed `triage_request` starts `Processing(m)` unguarded, for whichever
+    /// `set_response` claims it (that one drains the readers).
+    fn start_unguarded(&mut self, m: u64) {
+        let seen = self.word.load();
+        if !(self.model.ready && m > self.model.request && m <= MAX) {
+            return;
         }
+        assert_eq!(self.word.start(m, true, drop), Ok(seen));
+        self.model = Fields {
+            request: m,
+            readers: self.model.readers,
+            unguarded: true,
+            ..Fields::default()
+        };
+        self.owner = Owner::Unclaimed;
     }
 
     fn claim(&mut self) {
         let got = self.word.claim();
         if !self.model.ready && self.model.unguarded {
             assert_eq!(self.owner, Owner::Unclaimed);
-            assert_eq!(got, Ok(self.model.request));
+            assert_eq!(got, Ok(self.current()));
             self.model.unguarded = false;
             self.owner = Owner::Claimer;
         } else {

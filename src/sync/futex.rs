@@ -6,7 +6,8 @@ use std::time::Duration;
 
 /// A 32-bit epoch counter that waiters park on.
 ///
-/// A waiter reads the epoch *before* it reads the state word, and parks only while the
+/// A waiter reads the epoch *before* it writes `PARKED` into the state word (a write
+/// that fails if the word changed since the waiter judged it), and parks only while the
 /// epoch still holds that value; a publisher changes the state word first and then
 /// advances the epoch and wakes. So a wake-up between the waiter's check and its park
 /// changes the epoch and the park returns at once. The epoch wraps after 2^32 wakes;

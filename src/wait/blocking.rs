@@ -93,9 +93,6 @@ impl<T, S: Slot<T>> SessionState<T, S> {
     ) -> Result<Arc<T>, WaitTimeoutError> {
         let mut spin = Spin::new();
         loop {
-            // The epoch is read before the word (see `Futex`): a transition after this
-            // read moves it on, so the park below cannot sleep through that transition.
-            let epoch = self.parker.epoch();
             let seen = self.word.load();
             // The word to park on: the one just judged pending, or the one that showed
             // the door closed; `park` fails if the word is not that one any more.
@@ -115,6 +112,11 @@ impl<T, S: Slot<T>> SessionState<T, S> {
                 return self.outcome_at_deadline(m);
             }
             spin.parks();
+            // The epoch is read before `park` writes `seen` back with PARKED: a
+            // transition that comes after that write moves the epoch on after this read,
+            // so the futex wait cannot sleep through it; one that comes before fails the
+            // `park`. (So the fast path above reads no epoch.)
+            let epoch = self.parker.epoch();
             match self.parker.park(&self.word, seen, epoch, deadline) {
                 Parked::Raced | Parked::Woken => {}
                 Parked::TimedOut => return self.outcome_at_deadline(m),
@@ -126,19 +128,21 @@ impl<T, S: Slot<T>> SessionState<T, S> {
 impl<T, S: Slot<T>> SessionState<T, S> {
     /// Waits for the word to move on from `seen`, in which a triage has the door closed
     /// to the readers of the current response: that triage either starts its request
-    /// or opens the door again, and both wake the readers parked here. Spins first: on
-    /// a machine with a core to spare the triage is done in well under a microsecond.
+    /// or opens the door again, and both wake the readers parked here. Spins first,
+    /// the full spin whatever this thread's budget (the triage is done in well under
+    /// a microsecond unless it was preempted, and a reader parked here costs it a
+    /// wake system call), but never yields: with hundreds of readers at the door,
+    /// yielding ones keep the triage and the readers it waits for off the cores.
     pub(crate) fn wait_at_the_door(&self, seen: Word) {
-        let mut spin = Spin::new();
+        let mut spin = Spin::full();
         while spin.spin() {
             if self.word.load() != seen {
                 return;
             }
         }
+        // As in `wait_blocking`: the epoch is read before `park`, and any change of the
+        // word before `park` fails it.
         let epoch = self.parker.epoch();
-        spin.parks();
-        // Any change of the word fails the `park`, so a triage that moved on between the
-        // load of `seen` and the epoch's leaves nothing to sleep through.
         self.parker.park(&self.word, seen, epoch, None);
     }
 }
@@ -182,6 +186,21 @@ impl Spin {
             round: 0,
             budget: None,
             parked: false,
+        }
+    }
+
+    /// The whole spin, whatever this thread's budget (none on one CPU or under loom),
+    /// learning nothing from how it ends.
+    fn full() -> Self {
+        let budget = if MODEL_CHECKED || single_cpu() {
+            0
+        } else {
+            MAX_ROUNDS
+        };
+        Spin {
+            round: 0,
+            budget: Some(budget),
+            parked: true,
         }
     }
 

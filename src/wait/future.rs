@@ -34,14 +34,17 @@
 //!
 //! # Why `event-listener`
 //!
-//! The candidates, measured notifying a list with nobody on it and with listeners on it
-//! (see the `mechanism` group of `benches/async.rs`): `event-listener`'s `Event` is one
-//! pointer, allocates its list only once someone listens, and unlinks a dropped
-//! listener; tokio's `Notify` is 32 bytes (the session would outgrow its 32) and ties
-//! the crate to one runtime's sync module; `atomic-waker` holds one waker only, and
-//! a list of our own would have to re-prove what `event-listener` already tests under
-//! loom. Every notification takes the event's lock, which is why it hides behind the
-//! bit: publishers that nobody waits for never reach it.
+//! Measured with the `mechanism` group of `benches/async.rs` (one thread, Intel Xeon,
+//! same run): notifying nobody costs 19.9 ns with `event-listener`'s `Event` and 20.4 ns
+//! with tokio's `Notify` (each takes a fence and looks at its list), testing a bit of a
+//! word 0.8 ns; one listen + notify + drop costs 84 ns and 69 ns. The costs are close,
+//! so the choice rests on size and reach: the `Event` is one pointer whose list is
+//! allocated only once someone listens, works on every executor and has a loom mode;
+//! `Notify` is 32 bytes (the session would outgrow its 32) and comes with one runtime;
+//! `atomic-waker` holds one waker only; a list of our own would have to re-prove what
+//! `event-listener` already tests under loom. Either would cost a publisher tens of
+//! nanoseconds on every transition, which is why the notification hides behind the
+//! word's bit: publishers that nobody waits for never reach it.
 //!
 //! # Cancel safety
 //!
