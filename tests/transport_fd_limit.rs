@@ -9,7 +9,6 @@ mod transport_support;
 use exactly_once::transport::ServerConfig;
 use std::net::TcpStream;
 use std::process::Command;
-use std::time::Duration;
 use transport_support::*;
 
 fn open_descriptors() -> u64 {
