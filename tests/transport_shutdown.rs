@@ -116,3 +116,38 @@ fn closing_a_client_ends_its_session_exactly_once() {
     assert_eq!(counters.sessions_resumed, 0, "{counters:?}");
     assert_eq!(server.live_sessions(), 0);
 }
+
+#[test]
+fn graceful_shutdown_answers_a_call_whose_bytes_arrived_and_does_not_wait_for_a_stalled_frame() {
+    let server = server(ServerConfig::default());
+    let mut pipelined = Raw::connect(server.local_addr());
+    pipelined.handshake(0);
+    pipelined.call(1, b"slow");
+    pipelined.call(2, b"after the slow one");
+    let mut stalled = Raw::connect(server.local_addr());
+    stalled.handshake(0);
+    stalled.send_u64(1);
+    stalled.send_u64(1000);
+    stalled.send(b"a tenth");
+    eventually("the slow call is being processed", || {
+        server.counters().requests_processed == 1
+    });
+    let start = Instant::now();
+    let stopped = server.stop(Duration::from_secs(10));
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "waited for the stalled frame"
+    );
+    assert_eq!(
+        stopped.still_running, 0,
+        "every connection thread has ended"
+    );
+    assert_eq!(pipelined.read_frame().map(|f| as_count(&f)), Some(1));
+    assert_eq!(
+        pipelined.read_frame().map(|f| as_count(&f)),
+        Some(2),
+        "the call that had arrived is answered"
+    );
+    pipelined.assert_closed();
+    stalled.assert_closed();
+}

@@ -59,6 +59,16 @@ impl Budget {
         })
     }
 
+    /// Takes `bytes` even above the limit, for what must not be refused (small
+    /// messages whose number in flight the caller bounds otherwise).
+    pub fn reserve_anyway(self: &Arc<Self>, bytes: usize) -> Reservation {
+        self.retain(bytes);
+        Reservation {
+            budget: Arc::clone(self),
+            bytes,
+        }
+    }
+
     /// Counts `bytes` that must be kept, even above the limit.
     pub fn retain(&self, bytes: usize) {
         // ORDERING: see `try_reserve`.

@@ -16,9 +16,15 @@
 //!   (a flood of sessions opened and dropped is gone in seconds), and after
 //!   [`idle_expiry`](TableConfig::idle_expiry) otherwise.
 //! - When the table is full, creating a session first evicts the session without a
-//!   connection that lost its last one longest ago. A client whose session was
-//!   expired or evicted is told its session is unknown when it comes back: it gets an
-//!   error, never a second execution of a request.
+//!   connection that lost its last one longest ago, taking sessions that never
+//!   completed a request first. When the responses sessions retain hold more than the
+//!   budget's limit, sessions without a connection are evicted the same way (oldest
+//!   first, sparing those within the
+//!   [`memory_eviction_grace`](TableConfig::memory_eviction_grace) while under twice
+//!   the limit) until they fit again or none is left; a session with a connection
+//!   never loses its response. A client whose session was expired or evicted is told its
+//!   session is unknown when it comes back: it gets an error, never a second
+//!   execution of a request.
 //! - [`end`](SessionTable::end) removes a session at once, with its retained response.
 //!
 //! # Cost
@@ -60,6 +66,10 @@ pub struct TableConfig {
     /// The owner number written into the top [`OWNER_BITS`] of every id (default 0); see
     /// [`owner_of`].
     pub owner: u8,
+    /// A session that lost its connection less than this long ago is not evicted to
+    /// bring retained responses back within the budget, unless they hold more than
+    /// twice its limit (default 1 s): a client that is reconnecting keeps its session.
+    pub memory_eviction_grace: Duration,
 }
 
 impl Default for TableConfig {
@@ -69,6 +79,7 @@ impl Default for TableConfig {
             idle_expiry: Duration::from_secs(600),
             unused_expiry: Duration::from_secs(10),
             owner: 0,
+            memory_eviction_grace: Duration::from_secs(1),
         }
     }
 }
@@ -338,25 +349,41 @@ impl<T: Send + Sync> Inner<T> {
         for shard in self.shards.iter() {
             expired += self.expire_shard(&mut lock(shard));
         }
-        expired > 0 || self.evict_oldest()
+        expired > 0
+            || self.evict_oldest(Use::Never, u64::MAX)
+            || self.evict_oldest(Use::Used, u64::MAX)
     }
 
-    fn evict_oldest(&self) -> bool {
-        let oldest = |shard: &mut Shard<T>| {
-            [Use::Never, Use::Used]
-                .into_iter()
-                .filter_map(|queue| Some((shard.oldest(queue)?, queue)))
-                .min()
-        };
+    /// Evicts detached sessions that completed requests, oldest first, while retained
+    /// responses hold more than the budget's limit: those detached within the grace
+    /// only while they hold more than twice the limit.
+    fn evict_while_over_budget(&self) {
+        let grace = self.config.memory_eviction_grace.as_millis() as u64;
+        // None: the table is younger than the grace, so every session is within it.
+        let cutoff = self.now_ms().checked_sub(grace);
+        let limit = self.budget.limit();
+        while self.budget.used() > limit {
+            let spare_grace = self.budget.used() <= limit.saturating_mul(2);
+            let evicted = cutoff.is_some_and(|cutoff| self.evict_oldest(Use::Used, cutoff))
+                || (!spare_grace && self.evict_oldest(Use::Used, u64::MAX));
+            if !evicted {
+                return;
+            }
+        }
+    }
+
+    /// Evicts the session of `queue` that lost its connection longest ago, if that was
+    /// at or before `cutoff_ms`; false if there is none.
+    fn evict_oldest(&self, queue: Use, cutoff_ms: u64) -> bool {
         let mut best = None;
         for (i, shard) in self.shards.iter().enumerate() {
-            if let Some((at, queue)) = oldest(&mut lock(shard)) {
-                if best.map_or(true, |(best_at, _, _)| at < best_at) {
-                    best = Some((at, queue, i));
+            if let Some(at) = lock(shard).oldest(queue) {
+                if at <= cutoff_ms && best.map_or(true, |(best_at, _)| at < best_at) {
+                    best = Some((at, i));
                 }
             }
         }
-        let Some((at, queue, i)) = best else {
+        let Some((at, i)) = best else {
             return false;
         };
         // Another thread may have taken it meanwhile: then the caller tries again.
@@ -425,7 +452,8 @@ impl<T: Send + Sync> Attached<T> {
 
     /// Records that the session completed a request with `response`, now retained for
     /// resends: the session expires after the idle time from now on, and the response
-    /// is weighed into the budget in place of the previous one.
+    /// is weighed into the budget in place of the previous one. If retained responses
+    /// then exceed the budget, sessions without a connection are evicted, oldest first.
     pub fn retain(&self, response: &T) {
         // ORDERING: read by the same session's detach, which the caller's own
         // connection performs after this, or a later one that reads it under the shard
@@ -436,6 +464,7 @@ impl<T: Send + Sync> Attached<T> {
         let previous = self.entry.retained.swap(weight, Ordering::Relaxed);
         self.entry.budget.retain(weight);
         self.entry.budget.release(previous);
+        self.table.evict_while_over_budget();
     }
 }
 

@@ -8,6 +8,7 @@ fn table(max_sessions: usize, unused: Duration, idle: Duration) -> SessionTable<
         idle_expiry: idle,
         unused_expiry: unused,
         owner: 5,
+        ..TableConfig::default()
     };
     SessionTable::new(config, Budget::new(1 << 20)).with_weigher(Vec::len)
 }
@@ -163,4 +164,65 @@ fn many_threads_create_attach_and_end_without_losing_count() {
         }
     });
     assert!(table.is_empty());
+}
+
+#[test]
+fn a_full_table_evicts_never_used_sessions_before_used_ones() {
+    let table = table(2, LONG, LONG);
+    let used = used_and_detached(&table);
+    std::thread::sleep(Duration::from_millis(3));
+    let unused = table.create().unwrap().id();
+    let _newcomer = table.create().unwrap();
+    assert_eq!(table.attach(unused).unwrap_err(), TableError::Unknown);
+    assert!(table.attach(used).is_ok());
+}
+
+#[test]
+fn retained_responses_over_the_budget_evict_detached_sessions_only() {
+    let config = TableConfig {
+        max_sessions: 10,
+        memory_eviction_grace: Duration::ZERO,
+        ..TableConfig::default()
+    };
+    let table = SessionTable::new(config, Budget::new(100)).with_weigher(Vec::len);
+    let detached = {
+        let attached = table.create().unwrap();
+        attached.retain(&vec![0; 60]);
+        attached.id()
+    };
+    let held = table.create().unwrap();
+    held.retain(&vec![0; 60]);
+    assert_eq!(table.attach(detached).unwrap_err(), TableError::Unknown);
+    assert_eq!(table.budget().used(), 60);
+    let other = table.create().unwrap();
+    other.retain(&vec![0; 60]);
+    assert_eq!(
+        table.budget().used(),
+        120,
+        "connected sessions keep their responses"
+    );
+    assert!(table.attach(held.id()).is_ok());
+}
+
+#[test]
+fn a_session_that_just_lost_its_connection_keeps_its_response_over_the_budget() {
+    let config = TableConfig {
+        memory_eviction_grace: LONG,
+        ..TableConfig::default()
+    };
+    let table = SessionTable::new(config, Budget::new(100)).with_weigher(Vec::len);
+    let reconnecting = used_and_detached(&table);
+    let other = table.create().unwrap();
+    other.retain(&vec![0; 150]);
+    assert!(
+        table.attach(reconnecting).is_ok(),
+        "spared under twice the limit"
+    );
+    let third = table.create().unwrap();
+    third.retain(&vec![0; 100]);
+    assert_eq!(
+        table.attach(reconnecting).unwrap_err(),
+        TableError::Unknown,
+        "evicted above twice the limit"
+    );
 }

@@ -1,7 +1,8 @@
 //! A simulation of many client sessions whose connections drop and are re-made.
 //!
-//! Shared by `tests/stress.rs` and `examples/dropped_connections.rs` (each includes this
-//! file as a module), so it knows only `exactly_once` and std.
+//! Included by `tests/stress.rs` as a module, so it knows only `exactly_once` and std.
+//! (`examples/dropped_connections.rs` runs the same kind of load through the library's
+//! session table, without this harness.)
 //!
 //! Each session has one client thread that sends requests `1..=N` in order. Every
 //! attempt to send request `m` is a new simulated connection: a freshly spawned handler

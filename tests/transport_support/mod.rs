@@ -83,6 +83,17 @@ impl Raw {
         self.send(&n.to_le_bytes());
     }
 
+    /// Sends a handshake and closes; the id the server answered with, if any.
+    pub fn handshake_or_close(mut self, session: u64) -> Option<u64> {
+        self.try_handshake(session)
+    }
+
+    /// Sends a handshake; the id the server answered with, if any.
+    pub fn try_handshake(&mut self, session: u64) -> Option<u64> {
+        self.send_u64(session);
+        self.read_u64()
+    }
+
     pub fn handshake(&mut self, session: u64) -> u64 {
         self.send_u64(session);
         self.read_u64().expect("handshake answered")
@@ -139,3 +150,4 @@ impl Raw {
 pub fn as_count(response: &[u8]) -> u64 {
     u64::from_le_bytes(response.try_into().expect("8-byte count"))
 }
+pub mod attack;

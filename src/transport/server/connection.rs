@@ -26,6 +26,11 @@ use std::time::{Duration, Instant};
 /// timeout; larger ones in chunks, each under what is left of the whole deadline.
 const SMALL_WRITE: usize = 256 * 1024;
 
+/// Frames up to this size are read even when the budget is spent: a connection reads
+/// one frame at a time, so they add at most this much per connection, and a client
+/// with small calls is never starved by others' large frames or retained responses.
+const SMALL_FRAME: u64 = 64 * 1024;
+
 /// Why a connection ended without an error.
 #[derive(Debug)]
 enum End {
@@ -182,6 +187,14 @@ impl Connection<'_> {
     }
 
     fn serve(&mut self) -> Result<End, Close> {
+        match self.serve_calls() {
+            // The listener closed it to make room: not the client's fault.
+            Err(_) if self.live.is_evicted() => Ok(End::Evicted),
+            served => served,
+        }
+    }
+
+    fn serve_calls(&mut self) -> Result<End, Close> {
         let Some(session) = self.handshake()? else {
             return Ok(End::Disconnected);
         };
@@ -190,15 +203,16 @@ impl Connection<'_> {
             let Some(nr) = self.next_request_nr()? else {
                 return Ok(End::Disconnected);
             };
-            if !self.live.mark_busy() {
-                return Ok(End::Evicted);
-            }
             if nr == 0 {
                 self.shared.table.end(session.id());
                 return Ok(End::SessionEnded);
             }
             let m = RequestNr::new(nr).map_err(|e| Close::new(CloseReason::BadRequestNr, e))?;
             let (frame, reservation) = self.read_frame()?;
+            // Until its call has arrived whole, a connection may be closed to make room.
+            if !self.live.mark_busy() {
+                return Ok(End::Evicted);
+            }
             self.answer(&session, m, frame, reservation)?;
         }
     }
@@ -253,16 +267,15 @@ impl Connection<'_> {
         let length = wire::read_frame_length(&mut self.reader, max)
             .map_err(|e| Close::read(e, CloseReason::MessageTimeout))?;
         let budget = &self.shared.budget;
-        let reservation = budget.try_reserve(length as usize).ok_or_else(|| {
-            Close::new(
-                CloseReason::OverBudget,
-                format!(
-                    "{length} bytes with {} of {} held",
-                    budget.used(),
-                    budget.limit()
-                ),
-            )
-        })?;
+        let reservation = if length <= SMALL_FRAME {
+            budget.reserve_anyway(length as usize)
+        } else {
+            budget.try_reserve(length as usize).ok_or_else(|| {
+                let held = budget.used();
+                let detail = format!("{length} bytes with {held} of {} held", budget.limit());
+                Close::new(CloseReason::OverBudget, detail)
+            })?
+        };
         self.reader.get_mut().wait = Wait::Until(self.config().message_deadline(length));
         let frame = wire::read_frame_body(&mut self.reader, length)
             .map_err(|e| Close::read(e, CloseReason::MessageTimeout))?;
@@ -295,6 +308,9 @@ impl Connection<'_> {
                 if path == Path::Resent {
                     Counters::bump(&counters.requests_resent);
                 }
+                // Waiting for the client to take its response: it may be closed to make
+                // room like an idle connection (the response stays retained).
+                self.live.mark_writing(self.shared.now_ms());
                 self.send(&response)
             }
             (_, Reply::Nothing(Silence::Stale)) => {

@@ -6,7 +6,7 @@ use super::Shared;
 use crate::transport::counters::Counters;
 use crate::transport::logs::CONNECTION_THREAD;
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -20,18 +20,35 @@ const EVICTED: u64 = u64::MAX - 1;
 const CONNECTION_STACK: usize = 512 * 1024;
 
 /// A live connection as the listener and shutdown see it: its one socket, shared with
-/// its thread, and since when it has waited for its next call.
+/// its thread, and since when it has waited for its next call (or for the rest of it).
 #[derive(Debug)]
 pub(super) struct Live {
     pub(super) stream: TcpStream,
-    /// Milliseconds since the server's epoch at which the connection began to wait for
-    /// its next call (or its handshake); `BUSY` in a call, `EVICTED` once chosen to go.
+    /// Milliseconds since the server's epoch at which the connection began to wait on
+    /// its client (for its handshake, its next call, or to take a response); `BUSY`
+    /// while a call is processed or awaited, `EVICTED` once chosen to go.
     idle_since_ms: AtomicU64,
+    /// True while the connection waits for its client to take a response (rather than
+    /// to send something).
+    writing: AtomicBool,
 }
 
 impl Live {
     /// The connection waits for its next call from now.
     pub(super) fn mark_idle(&self, now_ms: u64) {
+        // ORDERING: only read by the listener's choice of a victim, a heuristic.
+        self.writing.store(false, Ordering::Relaxed);
+        self.mark_waiting(now_ms);
+    }
+
+    /// The connection waits for its client to take a response from now.
+    pub(super) fn mark_writing(&self, now_ms: u64) {
+        // ORDERING: see `mark_idle`.
+        self.writing.store(true, Ordering::Relaxed);
+        self.mark_waiting(now_ms);
+    }
+
+    fn mark_waiting(&self, now_ms: u64) {
         // ORDERING: pairs with the compare-exchange in `evict_longest_idle`: whichever
         // comes first wins; an evicted connection stays evicted.
         let _ = self
@@ -41,7 +58,14 @@ impl Live {
             });
     }
 
-    /// The connection starts a call; false if the listener chose it to make room.
+    /// True once the listener has chosen the connection to make room.
+    pub(super) fn is_evicted(&self) -> bool {
+        // ORDERING: see `mark_idle`.
+        self.idle_since_ms.load(Ordering::Acquire) == EVICTED
+    }
+
+    /// The connection's call has arrived whole and is answered now; false if the
+    /// listener chose it to make room.
     pub(super) fn mark_busy(&self) -> bool {
         // ORDERING: see `mark_idle`.
         self.idle_since_ms
@@ -50,6 +74,34 @@ impl Live {
             })
             .is_ok()
     }
+}
+
+impl Live {
+    /// True if the connection waits to read and bytes from its client are already in
+    /// the socket's receive buffer.
+    fn has_unread_bytes(&self) -> bool {
+        // ORDERING: see `mark_idle`.
+        !self.writing.load(Ordering::Relaxed) && unread_bytes(&self.stream) > 0
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn unread_bytes(stream: &TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut unread: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one `c_int` through the pointer, which points to a live
+    // `c_int`; the descriptor is open while `stream` is borrowed.
+    let done = unsafe { libc::ioctl(stream.as_raw_fd(), libc::FIONREAD, &mut unread) };
+    if done == 0 {
+        unread.max(0) as usize
+    } else {
+        0
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn unread_bytes(_: &TcpStream) -> usize {
+    0
 }
 
 /// Removes a connection from the live set, and counts its thread out, when the thread
@@ -121,16 +173,19 @@ impl Shared {
             return self.refuse(stream, "shutting down");
         }
         if connections.len() >= self.config.max_connections {
-            let Some(victim) = self.evict_longest_idle(connections.values()) else {
+            let Some(victim) = self.evict_longest_idle(connections.iter()) else {
                 return self.refuse(stream, "every connection is in a call");
             };
-            // The victim's thread sees the end of its stream and leaves the set.
+            // Out of the set at once, so that it no longer counts against the limit;
+            // its thread sees the end of its stream and ends.
+            let victim = connections.remove(&victim).expect("chosen from the set");
             let _ = victim.stream.shutdown(Shutdown::Both);
             Counters::bump(&self.counters.connections_evicted);
         }
         let live = Arc::new(Live {
             stream,
             idle_since_ms: AtomicU64::new(self.now_ms()),
+            writing: AtomicBool::new(false),
         });
         // ORDERING: only uniqueness matters.
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
@@ -149,24 +204,27 @@ impl Shared {
         None
     }
 
-    /// Chooses the connection that has waited longest for its next call, and marks it
-    /// so that it cannot start one any more.
+    /// Chooses the connection that has waited longest on its client (so a connection
+    /// stalled in the middle of a message goes before one that has just finished a
+    /// call), and marks it so that it cannot start answering one any more. A connection
+    /// waiting to read whose client has sent bytes its thread has not read yet is
+    /// making progress (its thread is about to run), and is spared.
     fn evict_longest_idle<'a>(
         &self,
-        connections: impl Iterator<Item = &'a Arc<Live>>,
-    ) -> Option<Arc<Live>> {
-        let mut candidates: Vec<(u64, &Arc<Live>)> = connections
+        connections: impl Iterator<Item = (&'a u64, &'a Arc<Live>)>,
+    ) -> Option<u64> {
+        let mut candidates: Vec<(u64, u64, &Arc<Live>)> = connections
             // ORDERING: a first look; the compare-exchange below decides.
-            .map(|live| (live.idle_since_ms.load(Ordering::Relaxed), live))
-            .filter(|(since, _)| *since < EVICTED)
+            .map(|(id, live)| (live.idle_since_ms.load(Ordering::Relaxed), *id, live))
+            .filter(|(since, _, live)| *since < EVICTED && !live.has_unread_bytes())
             .collect();
-        candidates.sort_unstable_by_key(|(since, _)| *since);
-        candidates.into_iter().find_map(|(since, live)| {
+        candidates.sort_unstable_by_key(|(since, _, _)| *since);
+        candidates.into_iter().find_map(|(since, id, live)| {
             // ORDERING: see `Live::mark_idle`.
             live.idle_since_ms
                 .compare_exchange(since, EVICTED, Ordering::AcqRel, Ordering::Acquire)
                 .ok()
-                .map(|_| Arc::clone(live))
+                .map(|_| id)
         })
     }
 }

@@ -37,8 +37,9 @@ pub struct ServerConfig {
     /// execution.
     pub max_sessions: usize,
     /// The most live connections (default 256). At the limit a newcomer closes the
-    /// connection that has waited longest for its next call (its client resumes on its
-    /// next call); it is refused only if every connection is in a call.
+    /// connection that has waited longest for its next call to arrive whole (its
+    /// client resumes and re-sends); it is refused only if every connection is
+    /// answering a call.
     pub max_connections: usize,
     /// A session that completed a request and has had no connection for this long is
     /// removed (default 10 minutes; MUSCLE3 never removes one).
@@ -62,9 +63,13 @@ pub struct ServerConfig {
     /// before its connection is closed (default 60 s).
     pub resend_timeout: Duration,
     /// The bytes the server may hold for frames being read and responses retained for
-    /// resends (default 512 MiB). A frame that would exceed it is refused before its
-    /// bytes are read (the client retries); retained responses are never dropped to
-    /// make room, and ending a session frees its response at once.
+    /// resends (default 512 MiB). A frame over 64 KiB that would exceed it is refused
+    /// before its bytes are read (the client retries); smaller frames are always read
+    /// (at most one per connection is in flight), so small calls are never starved.
+    /// Retained responses are never dropped to make room (they may take the budget
+    /// above its limit, and then large frames wait); ending a session frees its
+    /// response at once. Responses are written from where they are retained, never
+    /// copied.
     pub memory_budget: usize,
     /// The owner number carried by every session id this server makes (default 0); see
     /// [`owner_of`](crate::table::owner_of).
@@ -187,6 +192,11 @@ impl Server {
         self.shared.budget.used()
     }
 
+    /// The memory budget, to watch from another thread.
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.shared.budget
+    }
+
     /// Removes sessions whose expiry time has passed now (the table also does so as
     /// connections create and resume sessions); returns how many.
     pub fn expire_idle(&self) -> usize {
@@ -256,6 +266,7 @@ impl Shared {
             idle_expiry: config.idle_expiry,
             unused_expiry: config.unused_expiry,
             owner: config.owner,
+            ..TableConfig::default()
         };
         let observed = Arc::clone(&counters);
         let table = SessionTable::new(table_config, Arc::clone(&budget))

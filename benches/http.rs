@@ -1,0 +1,229 @@
+//! HTTP calls/s and p99 latency over loopback with and without the exactly-once layers,
+//! measured in the same run: plain requests to a plain axum server; requests numbered
+//! by hand (headers only) to the same server behind [`HttpLayer`]; and requests from
+//! [`Client`] to the server behind [`HttpLayer`].
+//!
+//! ```sh
+//! cargo bench --features tower --bench http -- --seconds 2 --rounds 3 --clients 4
+//! ```
+//!
+//! Rounds alternate between the two setups; the report gives each one's median over
+//! its rounds and the ratios (goal: the layers cost at most 5% of calls/s and 10 µs at
+//! p99).
+
+use axum::{routing::post, Router};
+use bytes::Bytes;
+use exactly_once::table::{Budget, TableConfig};
+use exactly_once::tower::{Client, ClientConfig, HttpLayer, REQUEST_HEADER, SESSION_HEADER};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{client::legacy::Client as Pool, rt::TokioExecutor};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tower_service::Service;
+
+struct Settings {
+    seconds: f64,
+    rounds: usize,
+    clients: usize,
+}
+
+fn settings() -> Settings {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str, default: f64| {
+        let at = args.iter().position(|a| a == name);
+        at.and_then(|i| args.get(i + 1)?.parse().ok())
+            .unwrap_or(default)
+    };
+    Settings {
+        seconds: flag("--seconds", 2.0),
+        rounds: flag("--rounds", 3.0) as usize,
+        clients: flag("--clients", 4.0) as usize,
+    }
+}
+
+/// The handler both servers run: counts, and answers with the count.
+fn app(runs: Arc<AtomicU64>) -> Router {
+    let handler = move |body: Bytes| async move {
+        let run = runs.fetch_add(1, Ordering::Relaxed);
+        format!("{run} {}", body.len())
+    };
+    Router::new().route("/call", post(handler))
+}
+
+async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+type Body = Full<Bytes>;
+
+/// Calls back to back until `until` with `call`; returns each call's latency.
+async fn calls_until<S, B>(mut call: S, url: String, until: Instant) -> Vec<Duration>
+where
+    S: Service<http::Request<Body>, Response = http::Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let mut latencies = Vec::new();
+    while Instant::now() < until {
+        let request = http::Request::post(&url)
+            .body(Body::from("payload"))
+            .unwrap();
+        let start = Instant::now();
+        std::future::poll_fn(|cx| call.poll_ready(cx))
+            .await
+            .unwrap();
+        let answer = call.call(request).await.unwrap();
+        answer.into_body().collect().await.unwrap();
+        latencies.push(start.elapsed());
+    }
+    latencies
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Setup {
+    Bare,
+    ServerLayer,
+    BothLayers,
+}
+
+const SETUPS: [(Setup, &str); 3] = [
+    (Setup::Bare, "bare (no layer)"),
+    (Setup::ServerLayer, "HttpLayer, numbered by hand"),
+    (Setup::BothLayers, "Client + HttpLayer"),
+];
+
+/// Numbers requests in one session with the layer's headers, and nothing else.
+#[derive(Clone)]
+struct ByHand {
+    pool: Pool<hyper_util::client::legacy::connect::HttpConnector, Body>,
+    session: http::HeaderValue,
+    next: u64,
+}
+
+impl ByHand {
+    async fn new(
+        pool: Pool<hyper_util::client::legacy::connect::HttpConnector, Body>,
+        url: &str,
+    ) -> Self {
+        let create = http::Request::post(url)
+            .header(SESSION_HEADER, "new")
+            .body(Body::default());
+        let answer = pool.request(create.unwrap()).await.unwrap();
+        let session = answer.headers()[SESSION_HEADER].clone();
+        ByHand {
+            pool,
+            session,
+            next: 1,
+        }
+    }
+}
+
+impl Service<http::Request<Body>> for ByHand {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper_util::client::legacy::Error;
+    type Future = hyper_util::client::legacy::ResponseFuture;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.pool.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        let headers = request.headers_mut();
+        headers.insert(SESSION_HEADER, self.session.clone());
+        headers.insert(REQUEST_HEADER, http::HeaderValue::from(self.next));
+        self.next += 1;
+        self.pool.call(request)
+    }
+}
+
+/// One round: `clients` tasks for `seconds`; returns calls/s and p99.
+async fn round(setup: Setup, addr: SocketAddr, s: &Settings) -> (f64, Duration) {
+    let until = Instant::now() + Duration::from_secs_f64(s.seconds);
+    let url = format!("http://{addr}/call");
+    let tasks: Vec<_> = (0..s.clients)
+        .map(|_| {
+            let pool = Pool::builder(TokioExecutor::new()).build_http::<Body>();
+            let url = url.clone();
+            tokio::spawn(async move {
+                match setup {
+                    Setup::Bare => calls_until(pool, url, until).await,
+                    Setup::ServerLayer => {
+                        let by_hand = ByHand::new(pool, &url).await;
+                        calls_until(by_hand, url, until).await
+                    }
+                    Setup::BothLayers => {
+                        let client = Client::new(pool, ClientConfig::default());
+                        calls_until(client, url, until).await
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    latencies.sort();
+    let p99 = latencies[(latencies.len() - 1) * 99 / 100];
+    (latencies.len() as f64 / s.seconds, p99)
+}
+
+fn median<T: PartialOrd + Copy>(mut v: Vec<T>) -> T {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let s = settings();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpu
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .unwrap_or("model name: ?");
+    println!(
+        "{cpu}; {} clients, {} rounds of {} s each",
+        s.clients, s.rounds, s.seconds
+    );
+    let bare = serve(app(Arc::default())).await;
+    let layer = HttpLayer::new(1 << 20, TableConfig::default(), Budget::new(256 << 20));
+    let layered = serve(app(Arc::default()).layer(layer)).await;
+    let mut rounds: Vec<Vec<(f64, Duration)>> = vec![Vec::new(); SETUPS.len()];
+    for _ in 0..s.rounds {
+        for (i, (setup, _)) in SETUPS.iter().enumerate() {
+            let addr = if *setup == Setup::Bare { bare } else { layered };
+            rounds[i].push(round(*setup, addr, &s).await);
+        }
+    }
+    let summary: Vec<(f64, Duration)> = rounds
+        .iter()
+        .map(|r| {
+            let rate = median(r.iter().map(|r| r.0).collect());
+            let p99 = median(r.iter().map(|r| r.1).collect());
+            (rate, p99)
+        })
+        .collect();
+    let (bare_rate, bare_p99) = summary[0];
+    println!(
+        "{:<30} {:>10} {:>12} {:>16} {:>14}",
+        "setup", "calls/s", "p99", "cost of calls/s", "extra at p99"
+    );
+    for ((_, name), (rate, p99)) in SETUPS.iter().zip(&summary) {
+        let cost = 100.0 * (1.0 - rate / bare_rate);
+        let extra = (p99.as_secs_f64() - bare_p99.as_secs_f64()) * 1e6;
+        println!(
+            "{name:<30} {rate:>10.0} {:>12?} {cost:>15.1}% {extra:>+11.1} us",
+            p99
+        );
+    }
+    println!("goal: the layers cost at most 5% of calls/s and 10 us at p99");
+}

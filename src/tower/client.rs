@@ -1,0 +1,394 @@
+//! The client layer: numbers requests per session, keeps each request's bytes until its
+//! response arrives, and sends the same number again after connection errors.
+
+use super::key::{SessionId, ERROR_HEADER, REQUEST_HEADER, SESSION_HEADER};
+use super::store::BoxError;
+use crate::RequestNr;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// How the client retries and how much it buffers.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientConfig {
+    /// How long one call keeps retrying after connection errors before it gives up.
+    pub retry_for: Duration,
+    /// The pause after the first failed attempt; it doubles after each one.
+    pub first_backoff: Duration,
+    /// The longest pause between attempts.
+    pub max_backoff: Duration,
+    /// The most bytes of a request body the client buffers (and keeps until answered).
+    pub request_limit: usize,
+    /// The most bytes of a response body the client reads.
+    pub response_limit: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            retry_for: Duration::from_secs(30),
+            first_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_secs(1),
+            request_limit: 16 << 20,
+            response_limit: 16 << 20,
+        }
+    }
+}
+
+/// Why a call got no answer from the inner service.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The request body is over [`ClientConfig::request_limit`]; nothing was sent.
+    RequestTooLarge,
+    /// The response body is over [`ClientConfig::response_limit`]: the request ran,
+    /// once, but its answer is not read.
+    ResponseTooLarge,
+    /// Reading the request body failed; nothing was sent.
+    RequestBody(BoxError),
+    /// Every attempt failed for [`ClientConfig::retry_for`]. The request may have run
+    /// once; it never runs twice, and the next call waits for it to finish.
+    GaveUp {
+        /// How many times the request was sent.
+        attempts: u32,
+        /// The last attempt's error.
+        last: BoxError,
+    },
+    /// The server answered for the layer, not the service: `code` is its
+    /// [`ERROR_HEADER`] (`abandoned`, `unknown-session`, `table-full`, …).
+    Refused {
+        /// The answer's status.
+        status: StatusCode,
+        /// The layer's error code.
+        code: String,
+    },
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::RequestTooLarge => f.write_str("the request body is over the limit"),
+            ClientError::ResponseTooLarge => f.write_str("the response body is over the limit"),
+            ClientError::RequestBody(e) => write!(f, "reading the request body failed: {e}"),
+            ClientError::GaveUp { attempts, last } => {
+                write!(f, "gave up after {attempts} attempts: {last}")
+            }
+            ClientError::Refused { status, code } => write!(f, "refused ({status}): {code}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// Makes [`Client`]s, each with a session of its own.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClientLayer {
+    config: ClientConfig,
+}
+
+impl ClientLayer {
+    /// A layer whose clients follow `config`.
+    pub fn new(config: ClientConfig) -> Self {
+        ClientLayer { config }
+    }
+}
+
+impl<S> Layer<S> for ClientLayer {
+    type Service = Client<S>;
+
+    fn layer(&self, inner: S) -> Client<S> {
+        Client::new(inner, self.config)
+    }
+}
+
+/// A client session over the HTTP service `S` (a connection or a pool): it creates its
+/// session on the first call, numbers every call, and sends a call again, same number
+/// and same bytes, after a connection error, until it is answered. Clones share the
+/// session and take turns (a session runs one request at a time).
+pub struct Client<S> {
+    inner: S,
+    config: ClientConfig,
+    numbering: Arc<Mutex<Numbering>>,
+    retries: Arc<AtomicU64>,
+}
+
+#[derive(Debug)]
+struct Numbering {
+    /// The session and its id as a header value.
+    session: Option<(SessionId, HeaderValue)>,
+    next: RequestNr,
+}
+
+impl Numbering {
+    fn new() -> Self {
+        Numbering {
+            session: None,
+            next: RequestNr::FIRST,
+        }
+    }
+}
+
+impl<S> Client<S> {
+    /// A client with no session yet.
+    pub fn new(inner: S, config: ClientConfig) -> Self {
+        Client {
+            inner,
+            config,
+            numbering: Arc::new(Mutex::new(Numbering::new())),
+            retries: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// How many times calls have been sent again (creations of the session included).
+    pub fn retries(&self) -> u64 {
+        // ORDERING: a statistic; the increments it reads need no other memory.
+        self.retries.load(Ordering::Relaxed)
+    }
+}
+
+impl<S: Clone> Clone for Client<S> {
+    fn clone(&self) -> Self {
+        Client {
+            inner: self.inner.clone(),
+            config: self.config,
+            numbering: Arc::clone(&self.numbering),
+            retries: Arc::clone(&self.retries),
+        }
+    }
+}
+
+impl<S> fmt::Debug for Client<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The future of a [`Client`] call.
+pub type ClientFuture =
+    Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, ClientError>> + Send>>;
+
+impl<S, B, RB> Service<Request<B>> for Client<S>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    RB: Body + Send + 'static,
+    RB::Data: Send,
+    RB::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Full<Bytes>>;
+    type Error = ClientError;
+    type Future = ClientFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ClientError>> {
+        // Each attempt waits for the inner service's readiness itself.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> ClientFuture {
+        let call = Sender {
+            inner: self.inner.clone(),
+            config: self.config,
+            retries: Arc::clone(&self.retries),
+        };
+        let numbering = Arc::clone(&self.numbering);
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let body = match Limited::new(body, call.config.request_limit)
+                .collect()
+                .await
+            {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) if e.is::<LengthLimitError>() => return Err(ClientError::RequestTooLarge),
+                Err(e) => return Err(ClientError::RequestBody(e)),
+            };
+            let template = Template {
+                method: parts.method,
+                uri: parts.uri,
+                version: parts.version,
+                headers: parts.headers,
+            };
+            let mut numbering = numbering.lock_owned().await;
+            call.numbered(&mut numbering, &template, body).await
+        })
+    }
+}
+
+/// What every copy of one request is made from.
+struct Template {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl Template {
+    fn request(&self, body: Bytes, session: HeaderValue, m: u64) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers.clone();
+        let headers = request.headers_mut();
+        headers.insert(SESSION_HEADER, session);
+        if m > 0 {
+            headers.insert(REQUEST_HEADER, HeaderValue::from(m));
+        }
+        request
+    }
+}
+
+/// What one attempt came to.
+enum Attempt {
+    Answered(Response<Full<Bytes>>),
+    Retry(BoxError),
+    Fail(ClientError),
+}
+
+struct Sender<S> {
+    inner: S,
+    config: ClientConfig,
+    retries: Arc<AtomicU64>,
+}
+
+impl<S, RB> Sender<S>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    RB: Body,
+    RB::Error: Into<BoxError>,
+{
+    async fn numbered(
+        mut self,
+        numbering: &mut Numbering,
+        template: &Template,
+        body: Bytes,
+    ) -> Result<Response<Full<Bytes>>, ClientError> {
+        let id = match &numbering.session {
+            Some((_, id)) => id.clone(),
+            None => {
+                let session = self.create(template).await?;
+                let id = HeaderValue::from_str(&session.to_string()).expect("hex digits");
+                numbering.session = Some((session, id.clone()));
+                id
+            }
+        };
+        let m = numbering.next;
+        // Taken before the first send: a call given up after sending must never lend
+        // its number to a different request. After the last number the next call
+        // starts a new session.
+        match m.next() {
+            Ok(next) => numbering.next = next,
+            Err(_) => *numbering = Numbering::new(),
+        }
+        let answer = self
+            .until_answered(|| template.request(body.clone(), id.clone(), m.get()))
+            .await?;
+        match refusal(&answer) {
+            None => Ok(answer),
+            Some(code) => {
+                if code == "unknown-session" {
+                    *numbering = Numbering::new();
+                }
+                Err(ClientError::Refused {
+                    status: answer.status(),
+                    code,
+                })
+            }
+        }
+    }
+
+    /// Asks for a session: the server runs nothing for it, so sending it again after a
+    /// lost answer only leaves an unused session behind, which expires.
+    async fn create(&mut self, template: &Template) -> Result<SessionId, ClientError> {
+        let new = HeaderValue::from_static("new");
+        let answer = self
+            .until_answered(|| template.request(Bytes::new(), new.clone(), 0))
+            .await?;
+        let id = answer.headers().get(SESSION_HEADER);
+        match id.and_then(|v| v.to_str().ok()).and_then(SessionId::parse) {
+            Some(id) if answer.status() == StatusCode::CREATED => Ok(id),
+            _ => Err(ClientError::Refused {
+                status: answer.status(),
+                code: refusal(&answer).unwrap_or_else(|| "no-session".into()),
+            }),
+        }
+    }
+
+    /// Sends `request()` until an answer arrives in full; a connection error or an
+    /// answer that asks for a later try (busy session, request still running, server
+    /// out of budget or sessions) is tried again after a pause, until
+    /// [`ClientConfig::retry_for`].
+    async fn until_answered(
+        &mut self,
+        request: impl Fn() -> Request<Full<Bytes>>,
+    ) -> Result<Response<Full<Bytes>>, ClientError> {
+        let deadline = Instant::now() + self.config.retry_for;
+        let mut backoff = self.config.first_backoff;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let last = match self.attempt(request()).await {
+                Attempt::Answered(answer) => match refusal(&answer) {
+                    Some(code) if RETRY_LATER.contains(&code.as_str()) => {
+                        format!("the server asks to send again later: {code}").into()
+                    }
+                    _ => return Ok(answer),
+                },
+                Attempt::Retry(e) => e,
+                Attempt::Fail(e) => return Err(e),
+            };
+            if Instant::now() + backoff > deadline {
+                return Err(ClientError::GaveUp { attempts, last });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.config.max_backoff);
+            // ORDERING: a statistic.
+            self.retries.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    async fn attempt(&mut self, request: Request<Full<Bytes>>) -> Attempt {
+        if let Err(e) = poll_fn(|cx| self.inner.poll_ready(cx)).await {
+            return Attempt::Retry(e.into());
+        }
+        let answer = match self.inner.call(request).await {
+            Ok(answer) => answer,
+            Err(e) => return Attempt::Retry(e.into()),
+        };
+        let (parts, body) = answer.into_parts();
+        match Limited::new(body, self.config.response_limit)
+            .collect()
+            .await
+        {
+            Ok(body) => Attempt::Answered(Response::from_parts(parts, Full::new(body.to_bytes()))),
+            Err(e) if e.is::<LengthLimitError>() => Attempt::Fail(ClientError::ResponseTooLarge),
+            Err(e) => Attempt::Retry(e),
+        }
+    }
+}
+
+/// The layer's answers that mean "this request has not run; send it again later".
+const RETRY_LATER: [&str; 4] = ["busy", "still-running", "over-budget", "table-full"];
+
+/// The layer's error code, if the server answered for the layer.
+fn refusal<B>(answer: &Response<B>) -> Option<String> {
+    let code = answer.headers().get(ERROR_HEADER)?.to_str().ok()?;
+    Some(code.to_owned())
+}

@@ -1,0 +1,86 @@
+//! The response futures of the server services.
+
+use super::error::Error;
+use bytes::Bytes;
+use http::Response;
+use http_body_util::Full;
+use pin_project_lite::pin_project;
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+type Answer<O, E> = Result<O, Error<E>>;
+
+/// The future of [`ExactlyOnce`](super::ExactlyOnce): the answer to one request.
+pub struct ResponseFuture<O, E> {
+    answer: Pin<Box<dyn Future<Output = Answer<O, E>> + Send>>,
+}
+
+impl<O, E> ResponseFuture<O, E> {
+    pub(crate) fn new(answer: impl Future<Output = Answer<O, E>> + Send + 'static) -> Self {
+        ResponseFuture {
+            answer: Box::pin(answer),
+        }
+    }
+}
+
+impl<O, E> Future for ResponseFuture<O, E> {
+    type Output = Answer<O, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.answer.as_mut().poll(cx)
+    }
+}
+
+impl<O, E> fmt::Debug for ResponseFuture<O, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseFuture")
+    }
+}
+
+pin_project! {
+    /// The future of [`HttpErrors`](super::HttpErrors): an error becomes its response.
+    #[derive(Debug)]
+    pub struct HttpResponseFuture<F> {
+        #[pin]
+        answer: Option<F>,
+        refusal: Option<Response<Full<Bytes>>>,
+    }
+}
+
+impl<F> HttpResponseFuture<F> {
+    pub(crate) fn answering(answer: F) -> Self {
+        HttpResponseFuture {
+            answer: Some(answer),
+            refusal: None,
+        }
+    }
+
+    pub(crate) fn refused(refusal: Response<Full<Bytes>>) -> Self {
+        HttpResponseFuture {
+            answer: None,
+            refusal: Some(refusal),
+        }
+    }
+}
+
+impl<F, E> Future for HttpResponseFuture<F>
+where
+    F: Future<Output = Result<Response<Full<Bytes>>, Error<E>>>,
+    E: fmt::Display,
+{
+    type Output = Result<Response<Full<Bytes>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.answer.as_pin_mut() {
+            Some(answer) => {
+                let answer = ready!(answer.poll(cx));
+                Poll::Ready(Ok(answer.unwrap_or_else(|e| e.to_response())))
+            }
+            None => Poll::Ready(Ok(this.refusal.take().expect("polled after completion"))),
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Which session and which request a request is: the key the layer triages on.
+
+use crate::RequestNr;
+use std::fmt;
+use std::num::NonZeroU64;
+
+/// The header that names the session: `new` to create one, else its id in hex.
+pub const SESSION_HEADER: &str = "exactly-once-session";
+/// The header that numbers the request within its session (decimal; `0` ends the session).
+pub const REQUEST_HEADER: &str = "exactly-once-request";
+/// The header the server adds to every answer it gives in place of the inner service
+/// (session created or ended, or an [`Error`](super::Error)'s code).
+pub const ERROR_HEADER: &str = "exactly-once-error";
+
+/// A session id: non-zero, unguessable, handed out by the server. It is a credential:
+/// its `Debug` shows a short fingerprint only.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId(NonZeroU64);
+
+impl SessionId {
+    /// The id `n`, if it is not 0.
+    pub const fn new(n: u64) -> Option<SessionId> {
+        match NonZeroU64::new(n) {
+            Some(n) => Some(SessionId(n)),
+            None => None,
+        }
+    }
+
+    /// The id as a number.
+    pub const fn get(self) -> u64 {
+        self.0.get()
+    }
+
+    /// Parses the 16-digit hex form that [`Display`](fmt::Display) writes.
+    pub fn parse(text: &str) -> Option<SessionId> {
+        if text.len() != 16 {
+            return None;
+        }
+        u64::from_str_radix(text, 16).ok().and_then(SessionId::new)
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.get())
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({:04x}…)", self.get() >> 48)
+    }
+}
+
+/// What a request asks of the layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Key {
+    /// Create a session and answer its id; nothing is executed.
+    Create,
+    /// Run request `request` of `session` once, or answer it from the store.
+    Call {
+        /// The session.
+        session: SessionId,
+        /// The request's number within it.
+        request: RequestNr,
+    },
+    /// End `session`, freeing its stored response; nothing is executed.
+    End {
+        /// The session.
+        session: SessionId,
+    },
+}
+
+/// Why a request carries no usable key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyError {
+    /// The session is not named.
+    MissingSession,
+    /// The session is named but the request is not numbered.
+    MissingRequest,
+    /// The session id is not `new` nor 16 hex digits of a non-zero id.
+    BadSession,
+    /// The request number is not a decimal number up to [`RequestNr::MAX`].
+    BadRequest,
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyError::MissingSession => "the request names no session",
+            KeyError::MissingRequest => "the request has no request number",
+            KeyError::BadSession => "the session id is malformed",
+            KeyError::BadRequest => "the request number is malformed or too large",
+        })
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+/// Takes the [`Key`] from a request. Any `Fn(&Req) -> Result<Key, KeyError>` is one;
+/// [`HeaderKey`] reads HTTP headers.
+pub trait KeyExtractor<Req> {
+    /// The key of `request`.
+    fn key(&self, request: &Req) -> Result<Key, KeyError>;
+}
+
+impl<Req, F: Fn(&Req) -> Result<Key, KeyError>> KeyExtractor<Req> for F {
+    fn key(&self, request: &Req) -> Result<Key, KeyError> {
+        self(request)
+    }
+}
+
+/// The key from the [`SESSION_HEADER`] and [`REQUEST_HEADER`] headers of an HTTP
+/// request: session `new` creates a session; an id with request `0` ends it; an id with
+/// request `m` is a call.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HeaderKey;
+
+impl<B> KeyExtractor<http::Request<B>> for HeaderKey {
+    fn key(&self, request: &http::Request<B>) -> Result<Key, KeyError> {
+        key_from_headers(request.headers())
+    }
+}
+
+/// The key a set of HTTP headers names (see [`HeaderKey`]).
+pub fn key_from_headers(headers: &http::HeaderMap) -> Result<Key, KeyError> {
+    let session = headers
+        .get(SESSION_HEADER)
+        .ok_or(KeyError::MissingSession)?
+        .to_str()
+        .map_err(|_| KeyError::BadSession)?;
+    if session == "new" {
+        return Ok(Key::Create);
+    }
+    let session = SessionId::parse(session).ok_or(KeyError::BadSession)?;
+    let request = headers
+        .get(REQUEST_HEADER)
+        .ok_or(KeyError::MissingRequest)?
+        .to_str()
+        .map_err(|_| KeyError::BadRequest)?;
+    let request: u64 = request.parse().map_err(|_| KeyError::BadRequest)?;
+    if request == 0 {
+        return Ok(Key::End { session });
+    }
+    let request = RequestNr::new(request).map_err(|_| KeyError::BadRequest)?;
+    Ok(Key::Call { session, request })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (http::HeaderName::from_static(k), v.parse().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn headers_name_create_call_and_end() {
+        let id = SessionId::new(0xabc).unwrap();
+        let s = id.to_string();
+        assert_eq!(
+            key_from_headers(&headers(&[(SESSION_HEADER, "new")])),
+            Ok(Key::Create)
+        );
+        assert_eq!(
+            key_from_headers(&headers(&[(SESSION_HEADER, &s), (REQUEST_HEADER, "7")])),
+            Ok(Key::Call {
+                session: id,
+                request: RequestNr::new(7).unwrap()
+            })
+        );
+        assert_eq!(
+            key_from_headers(&headers(&[(SESSION_HEADER, &s), (REQUEST_HEADER, "0")])),
+            Ok(Key::End { session: id })
+        );
+    }
+
+    #[test]
+    fn malformed_keys_are_refused() {
+        let s = SessionId::new(1).unwrap().to_string();
+        let too_big = (RequestNr::MAX + 1).to_string();
+        for (pairs, error) in [
+            (vec![], KeyError::MissingSession),
+            (
+                vec![(SESSION_HEADER, "0000000000000000")],
+                KeyError::BadSession,
+            ),
+            (vec![(SESSION_HEADER, "12")], KeyError::BadSession),
+            (vec![(SESSION_HEADER, s.as_str())], KeyError::MissingRequest),
+            (
+                vec![(SESSION_HEADER, s.as_str()), (REQUEST_HEADER, "-1")],
+                KeyError::BadRequest,
+            ),
+            (
+                vec![(SESSION_HEADER, s.as_str()), (REQUEST_HEADER, &too_big)],
+                KeyError::BadRequest,
+            ),
+        ] {
+            assert_eq!(key_from_headers(&headers(&pairs)), Err(error));
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_whole_id() {
+        let id = SessionId::new(0x1234_5678_9abc_def0).unwrap();
+        assert_eq!(format!("{id:?}"), "SessionId(1234…)");
+        assert_eq!(SessionId::parse(&id.to_string()), Some(id));
+    }
+}

@@ -1,0 +1,138 @@
+//! The server layers: [`ExactlyOnceLayer`] (typed errors) and [`HttpLayer`] (errors
+//! answered as HTTP responses, ready for axum and hyper).
+
+use super::error_responses::HttpErrors;
+use super::key::HeaderKey;
+use super::service::ExactlyOnce;
+use super::store::{HttpStore, Store, StoredResponse};
+use crate::table::{Budget, SessionTable, TableConfig};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_layer::Layer;
+
+/// Wraps a service so that each (session, request number) runs it at most once; see the
+/// [module docs](super). Every service it makes shares one session table.
+pub struct ExactlyOnceLayer<K, St: Store> {
+    key: K,
+    store: St,
+    sessions: SessionTable<St::Stored>,
+    resend_timeout: Option<Duration>,
+}
+
+impl<K, St: Store> ExactlyOnceLayer<K, St> {
+    /// A layer taking keys with `key`, keeping responses with `store`, in `sessions`
+    /// (which may be shared with other servers; build it
+    /// [`with_weigher`](SessionTable::with_weigher) to count retained responses in its
+    /// budget).
+    pub fn new(key: K, store: St, sessions: SessionTable<St::Stored>) -> Self {
+        ExactlyOnceLayer {
+            key,
+            store,
+            sessions,
+            resend_timeout: None,
+        }
+    }
+
+    /// How long a resend waits for the copy that runs the request before it is answered
+    /// [`Error::ResendTimedOut`](super::Error::ResendTimedOut) (default: as long as
+    /// that copy runs).
+    pub fn with_resend_timeout(mut self, timeout: Duration) -> Self {
+        self.resend_timeout = Some(timeout);
+        self
+    }
+
+    /// The session table.
+    pub fn sessions(&self) -> &SessionTable<St::Stored> {
+        &self.sessions
+    }
+}
+
+impl<St: Store + Clone + Send + Sync + 'static> ExactlyOnceLayer<HeaderKey, St> {
+    /// Keys from headers, responses kept by `store`, a table of its own within
+    /// `config` whose retained responses are weighed against `budget`.
+    pub fn with_table(store: St, config: TableConfig, budget: Arc<Budget>) -> Self {
+        let weigher = store.clone();
+        let table = SessionTable::new(config, budget).with_weigher(move |r| weigher.weigh(r));
+        ExactlyOnceLayer::new(HeaderKey, store, table)
+    }
+}
+
+impl ExactlyOnceLayer<HeaderKey, HttpStore> {
+    /// The HTTP layer: keys from headers, response bodies buffered up to `body_limit`
+    /// bytes, sessions within `config`, retained responses weighed against `budget`.
+    pub fn http(body_limit: usize, config: TableConfig, budget: Arc<Budget>) -> Self {
+        ExactlyOnceLayer::with_table(HttpStore::new(body_limit), config, budget)
+    }
+}
+
+impl<K: Clone, St: Store + Clone> Clone for ExactlyOnceLayer<K, St> {
+    fn clone(&self) -> Self {
+        ExactlyOnceLayer {
+            key: self.key.clone(),
+            store: self.store.clone(),
+            sessions: self.sessions.clone(),
+            resend_timeout: self.resend_timeout,
+        }
+    }
+}
+
+impl<K, St: Store> fmt::Debug for ExactlyOnceLayer<K, St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExactlyOnceLayer").finish_non_exhaustive()
+    }
+}
+
+impl<S, K: Clone, St: Store + Clone> Layer<S> for ExactlyOnceLayer<K, St> {
+    type Service = ExactlyOnce<S, K, St>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ExactlyOnce::new(
+            inner,
+            self.key.clone(),
+            self.store.clone(),
+            self.sessions.clone(),
+            self.resend_timeout,
+        )
+    }
+}
+
+/// [`ExactlyOnceLayer::http`] whose errors are answered with
+/// [`Error::to_response`](super::Error::to_response): its services never fail, as axum's
+/// routers require.
+#[derive(Clone, Debug)]
+pub struct HttpLayer {
+    layer: ExactlyOnceLayer<HeaderKey, HttpStore>,
+}
+
+impl HttpLayer {
+    /// Response bodies buffered up to `body_limit` bytes, sessions within `config`,
+    /// retained responses weighed against `budget`.
+    pub fn new(body_limit: usize, config: TableConfig, budget: Arc<Budget>) -> Self {
+        ExactlyOnceLayer::http(body_limit, config, budget).into()
+    }
+
+    /// See [`ExactlyOnceLayer::with_resend_timeout`].
+    pub fn with_resend_timeout(self, timeout: Duration) -> Self {
+        self.layer.with_resend_timeout(timeout).into()
+    }
+
+    /// The session table.
+    pub fn sessions(&self) -> &SessionTable<StoredResponse> {
+        self.layer.sessions()
+    }
+}
+
+impl From<ExactlyOnceLayer<HeaderKey, HttpStore>> for HttpLayer {
+    fn from(layer: ExactlyOnceLayer<HeaderKey, HttpStore>) -> Self {
+        HttpLayer { layer }
+    }
+}
+
+impl<S> Layer<S> for HttpLayer {
+    type Service = HttpErrors<ExactlyOnce<S, HeaderKey, HttpStore>>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        HttpErrors::new(self.layer.layer(inner))
+    }
+}

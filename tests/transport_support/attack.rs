@@ -1,0 +1,397 @@
+//! Attacks run beside a well-behaved bystander: one connected client calling back to
+//! back, and a probe that opens a new connection and a new session every 25 ms. A run
+//! samples the server's budget, the process's threads and RSS, and checks afterwards
+//! that every bystander call ran exactly once.
+
+use super::{quick_client_config, Raw};
+use exactly_once::transport::{Client, Server, ServerConfig};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// How long an attack runs, and how long the bystander is watched after it.
+pub const ATTACK: Duration = Duration::from_millis(1500);
+pub const AFTER: Duration = Duration::from_millis(800);
+const PROBE_EVERY: Duration = Duration::from_millis(25);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Limits small enough that an attack reaches them within a second.
+pub fn attack_config() -> ServerConfig {
+    ServerConfig {
+        max_frame: 1 << 20,
+        max_sessions: 64,
+        max_connections: 32,
+        idle_expiry: Duration::from_secs(5),
+        unused_expiry: Duration::from_millis(300),
+        handshake_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(500),
+        message_timeout: Duration::from_millis(300),
+        min_transfer_rate: 16 << 20,
+        resend_timeout: Duration::from_secs(2),
+        memory_budget: 8 << 20,
+        owner: 1,
+    }
+}
+
+/// Bodies the handler has executed (bystander and probe calls only), and how often.
+#[derive(Default)]
+pub struct Ledger {
+    runs: Mutex<HashMap<Vec<u8>, u64>>,
+    executions: AtomicU64,
+}
+
+/// Echoes requests that start with `echo`, answers `big` with 1 MiB, and answers
+/// everything else with its execution count; records bystander and probe bodies.
+fn handler(ledger: Arc<Ledger>) -> impl Fn(&[u8]) -> Vec<u8> + Send + Sync + 'static {
+    move |request: &[u8]| {
+        let n = ledger.executions.fetch_add(1, Ordering::SeqCst) + 1;
+        if request.starts_with(b"by:") || request.starts_with(b"probe:") {
+            *ledger
+                .runs
+                .lock()
+                .unwrap()
+                .entry(request.to_vec())
+                .or_default() += 1;
+        }
+        if request.starts_with(b"echo") {
+            request.to_vec()
+        } else if request == b"big" {
+            vec![7; 1 << 20]
+        } else {
+            n.to_le_bytes().to_vec()
+        }
+    }
+}
+
+/// What the attack's threads see.
+pub struct Target {
+    pub addr: SocketAddr,
+    pub location: String,
+    pub config: ServerConfig,
+    stop: Arc<AtomicBool>,
+}
+
+impl Target {
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Runs `attack` on `threads` threads until the attack ends.
+    pub fn spread(&self, threads: usize, attack: impl Fn(&Target, usize) + Sync) {
+        thread::scope(|s| {
+            for t in 0..threads {
+                let attack = &attack;
+                s.spawn(move || attack(self, t));
+            }
+        });
+    }
+
+    /// A raw connection with short timeouts, if the server accepts one.
+    pub fn raw(&self) -> Option<Raw> {
+        let stream = TcpStream::connect_timeout(&self.addr, PROBE_TIMEOUT).ok()?;
+        stream.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
+        stream.set_write_timeout(Some(PROBE_TIMEOUT)).ok()?;
+        Some(Raw(stream))
+    }
+}
+
+/// The figures of one attack.
+#[derive(Debug)]
+pub struct Figures {
+    pub row: &'static str,
+    pub probes_during: (usize, usize),
+    pub probes_after: (usize, usize),
+    pub calls_during: u64,
+    pub calls_failed: u64,
+    pub duplicates: u64,
+    pub lost: u64,
+    pub peak_budget: usize,
+    pub budget_limit: usize,
+    pub max_connections: usize,
+    pub peak_rss_kib: u64,
+    pub peak_threads: u64,
+    pub server: Server,
+}
+
+impl Figures {
+    /// One line for `scripts/attack` to collect.
+    pub fn print(&self) {
+        println!(
+            "ATTACK|{}|{}/{}|{}/{}|{}|{:.1}|{}|{}",
+            self.row,
+            self.probes_during.0,
+            self.probes_during.1,
+            self.probes_after.0,
+            self.probes_after.1,
+            self.calls_during,
+            self.peak_budget as f64 / (1 << 20) as f64,
+            self.peak_rss_kib / 1024,
+            self.peak_threads,
+        );
+    }
+
+    /// The bystander's guarantees: ≥ 95% of new connections and sessions succeed
+    /// during and after, its calls keep going, nothing twice, nothing lost, the server
+    /// within its budget (plus one small frame per connection, which is never refused).
+    pub fn assert_bystander_unharmed(&self) {
+        self.assert_bystander_unharmed_with(0);
+    }
+
+    /// As [`assert_bystander_unharmed`](Self::assert_bystander_unharmed), where each
+    /// connection may also be writing a response of `response_bytes` (responses a
+    /// connection is writing cannot be dropped).
+    pub fn assert_bystander_unharmed_with(&self, response_bytes: usize) {
+        self.print();
+        let rate = |(ok, total): (usize, usize)| ok as f64 / total.max(1) as f64;
+        assert!(rate(self.probes_during) >= 0.95, "{self:?}");
+        assert!(rate(self.probes_after) >= 0.95, "{self:?}");
+        assert!(self.probes_during.1 >= 10, "too few probes: {self:?}");
+        assert!(
+            self.calls_during >= 10,
+            "the bystander's calls stalled: {self:?}"
+        );
+        assert_eq!(self.calls_failed, 0, "{self:?}");
+        assert_eq!((self.duplicates, self.lost), (0, 0), "{self:?}");
+        let slack = self.max_connections * ((64 << 10) + response_bytes);
+        // Responses retained by sessions that have just lost their connection may take
+        // the budget to twice its limit before they are evicted.
+        let retained = if response_bytes > 0 { 2 } else { 1 };
+        assert!(
+            self.peak_budget <= retained * self.budget_limit + slack,
+            "{self:?}"
+        );
+    }
+}
+
+/// Runs `attack` for [`ATTACK`] against a server with `config`, beside a bystander
+/// watched for [`AFTER`] more.
+pub fn run(
+    row: &'static str,
+    config: ServerConfig,
+    attack: impl FnOnce(&Target) + Send,
+) -> Figures {
+    let _serial = serial();
+    let ledger = Arc::new(Ledger::default());
+    let server = Server::bind("127.0.0.1:0", config.clone(), handler(Arc::clone(&ledger)))
+        .expect("bind 127.0.0.1");
+    let target = Target {
+        addr: server.local_addr(),
+        location: server.location(),
+        config: config.clone(),
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    let watch = Watch::start(&server);
+    let caller = Caller::start(&target.location);
+    let prober = Prober::start(target.addr);
+    let start = Instant::now();
+    let attack_ended = thread::scope(|s| {
+        let attacker = s.spawn(|| attack(&target));
+        thread::sleep(ATTACK);
+        target.stop.store(true, Ordering::SeqCst);
+        let ended = Instant::now();
+        attacker.join().expect("the attack thread panicked");
+        ended
+    });
+    let calls_during = caller.calls.load(Ordering::SeqCst);
+    thread::sleep(AFTER);
+    let probes = prober.finish();
+    let (calls, calls_failed) = caller.finish();
+    let (peak_budget, peak_rss_kib, peak_threads) = watch.finish();
+    let (duplicates, lost) = ledger.check(&calls, &probes);
+    let phase = |during: bool| {
+        let chosen: Vec<_> = probes
+            .iter()
+            .filter(|p| (p.at < attack_ended) == during && p.at >= start)
+            .collect();
+        (chosen.iter().filter(|p| p.ok).count(), chosen.len())
+    };
+    Figures {
+        row,
+        probes_during: phase(true),
+        probes_after: phase(false),
+        calls_during,
+        calls_failed,
+        duplicates,
+        lost,
+        peak_budget,
+        budget_limit: config.memory_budget,
+        max_connections: config.max_connections,
+        peak_rss_kib,
+        peak_threads,
+        server,
+    }
+}
+
+/// One attack at a time: they measure the whole process.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Ledger {
+    /// (bodies run more than once, answered bodies never run).
+    fn check(&self, calls: &[Vec<u8>], probes: &[Probe]) -> (u64, u64) {
+        let runs = self.runs.lock().unwrap();
+        let duplicates = runs.values().filter(|&&n| n > 1).count() as u64;
+        let answered = calls
+            .iter()
+            .chain(probes.iter().filter(|p| p.ok).map(|p| &p.body));
+        let lost = answered.filter(|b| !runs.contains_key(*b)).count() as u64;
+        (duplicates, lost)
+    }
+}
+
+/// The connected bystander: calls back to back until told to stop.
+struct Caller {
+    stop: Arc<AtomicBool>,
+    calls: Arc<AtomicU64>,
+    thread: JoinHandle<(Vec<Vec<u8>>, u64)>,
+}
+
+impl Caller {
+    fn start(location: &str) -> Caller {
+        let mut client = Client::connect(location, quick_client_config()).expect("bystander");
+        let (stop, calls) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let (stopping, counting) = (Arc::clone(&stop), Arc::clone(&calls));
+        let thread = thread::spawn(move || {
+            let (mut answered, mut failed) = (Vec::new(), 0);
+            while !stopping.load(Ordering::SeqCst) {
+                let body = format!("by:{}", answered.len()).into_bytes();
+                match client.call(&body) {
+                    Ok(_) => answered.push(body),
+                    Err(e) => {
+                        eprintln!("bystander call failed: {e}");
+                        failed += 1
+                    }
+                }
+                counting.fetch_add(1, Ordering::SeqCst);
+                thread::sleep(Duration::from_millis(2));
+            }
+            client.close();
+            (answered, failed)
+        });
+        Caller {
+            stop,
+            calls,
+            thread,
+        }
+    }
+
+    fn finish(self) -> (Vec<Vec<u8>>, u64) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().expect("the bystander's caller panicked")
+    }
+}
+
+struct Probe {
+    at: Instant,
+    ok: bool,
+    body: Vec<u8>,
+}
+
+/// The probing bystander: a new connection and a new session every [`PROBE_EVERY`].
+struct Prober {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Vec<Probe>>,
+}
+
+impl Prober {
+    fn start(addr: SocketAddr) -> Prober {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            let mut probes = Vec::new();
+            while !stopping.load(Ordering::SeqCst) {
+                let at = Instant::now();
+                let body = format!("probe:{}", probes.len()).into_bytes();
+                let ok = probe(addr, &body).is_some();
+                probes.push(Probe { at, ok, body });
+                thread::sleep(PROBE_EVERY.saturating_sub(at.elapsed()));
+            }
+            probes
+        });
+        Prober { stop, thread }
+    }
+
+    fn finish(self) -> Vec<Probe> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().expect("the prober panicked")
+    }
+}
+
+/// Connect, create a session, make one call, end the session, each within a second.
+fn probe(addr: SocketAddr, body: &[u8]) -> Option<()> {
+    let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).ok()?;
+    stream.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
+    stream.write_all(&0u64.to_le_bytes()).ok()?;
+    let mut id = [0u8; 8];
+    stream.read_exact(&mut id).ok()?;
+    let mut call = 1u64.to_le_bytes().to_vec();
+    call.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    call.extend_from_slice(body);
+    stream.write_all(&call).ok()?;
+    let mut answer = [0u8; 16];
+    stream.read_exact(&mut answer).ok()?;
+    stream.write_all(&0u64.to_le_bytes()).ok()
+}
+
+/// Samples the server's budget and the process's RSS and threads every 10 ms.
+struct Watch {
+    stop: Arc<AtomicBool>,
+    peaks: Arc<[AtomicUsize; 3]>,
+    thread: JoinHandle<()>,
+}
+
+impl Watch {
+    fn start(server: &Server) -> Watch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peaks: Arc<[AtomicUsize; 3]> = Arc::new(Default::default());
+        let budget = Arc::clone(server.budget());
+        let (stopping, sampled) = (Arc::clone(&stop), Arc::clone(&peaks));
+        let thread = thread::spawn(move || {
+            while !stopping.load(Ordering::SeqCst) {
+                let (rss, threads) = process_status();
+                for (peak, now) in
+                    sampled
+                        .iter()
+                        .zip([budget.used(), rss as usize, threads as usize])
+                {
+                    peak.fetch_max(now, Ordering::SeqCst);
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        });
+        Watch {
+            stop,
+            peaks,
+            thread,
+        }
+    }
+
+    fn finish(self) -> (usize, u64, u64) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().expect("the watch panicked");
+        let get = |i: usize| self.peaks[i].load(Ordering::SeqCst);
+        (get(0), get(1) as u64, get(2) as u64)
+    }
+}
+
+/// (VmRSS in KiB, threads) of this process.
+pub fn process_status() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("Threads:"))
+}
