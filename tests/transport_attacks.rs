@@ -335,10 +335,14 @@ fn a_connection_costs_the_server_one_file_descriptor() {
             raw
         })
         .collect();
+    let client_ports: Vec<u16> = raws
+        .iter()
+        .map(|r| r.0.local_addr().unwrap().port())
+        .collect();
     // A socket shows up in /proc/net/tcp a moment before its descriptor does: wait for
     // every one to have one, and never see one on two.
     transport_support::eventually("one descriptor per server-side socket", || {
-        let sockets = server_side_sockets(server.local_addr().port());
+        let sockets = server_side_sockets(server.local_addr().port(), &client_ports);
         let fds = descriptors_per_socket();
         for inode in &sockets {
             let count = fds.get(&format!("socket:[{inode}]")).copied().unwrap_or(0);
@@ -364,16 +368,17 @@ fn descriptors_per_socket() -> std::collections::HashMap<String, usize> {
     fds
 }
 
-/// Inodes of the established sockets whose local port is `port` (the server's side).
-fn server_side_sockets(port: u16) -> Vec<String> {
+/// Inodes of the established sockets from `port` (the server's side) to `client_ports`.
+fn server_side_sockets(port: u16, client_ports: &[u16]) -> Vec<String> {
+    let port_of = |address: &str| u16::from_str_radix(address.rsplit(':').next()?, 16).ok();
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
     table
         .lines()
         .skip(1)
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let local_port = u16::from_str_radix(fields[1].rsplit(':').next()?, 16).ok()?;
-            (local_port == port && fields[3] == "01").then(|| fields[9].to_owned())
+            let ours = port_of(fields[1])? == port && client_ports.contains(&port_of(fields[2])?);
+            (ours && fields[3] == "01").then(|| fields[9].to_owned())
         })
         .collect()
 }
