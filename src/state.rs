@@ -118,6 +118,14 @@ impl Word {
         self.0 & ASYNC_WAITERS != 0
     }
 
+    /// `m`'s response is there, but a triage has closed the door to its readers: the
+    /// word is about to change (the triage starts its request or opens the door again).
+    #[cfg(feature = "async")]
+    #[inline]
+    pub const fn is_at_the_door_for(self, m: u64) -> bool {
+        self.is_door_closed() && self.request() == m && self.has_response()
+    }
+
     /// The outcome of `m` is not settled in this word: `m` is not triaged yet or is
     /// still being processed.
     #[cfg(feature = "async")]
@@ -358,7 +366,7 @@ impl StateWord {
     /// the word with the door closed. If the table no longer starts `m`, a door this
     /// call closed is opened again (no `start` will) and the refusal returned.
     #[cold]
-    fn close_door(&self, m: u64, reopened: &impl Fn(Word)) -> Result<Word, Refusal> {
+    pub(crate) fn close_door(&self, m: u64, reopened: &impl Fn(Word)) -> Result<Word, Refusal> {
         // ORDERING: acquire, as the failed compare-and-swap it follows; the door itself
         // publishes nothing (it only turns readers' `enter` away).
         let before = Word(self.0.fetch_or(DOOR, Ordering::Acquire));
@@ -497,8 +505,9 @@ impl StateWord {
             .map_err(Word)
     }
 
-    /// Sets `ASYNC_WAITERS` while the word is pending for `m`, so that the transition
-    /// that settles `m` notifies. Fails, with the word that showed it, once `m` is
+    /// Sets `ASYNC_WAITERS` while the word is pending for `m`, or holds `m`'s response
+    /// behind a door a triage has closed, so that the transition that settles `m` (or
+    /// the triage that starts or opens the door again) notifies. Fails, with the word that showed it, once `m` is
     /// settled. Always a read-modify-write, also when the bit is already set: the
     /// caller's listener registration must happen-before the transition that reads it.
     #[cfg(feature = "async")]
@@ -506,7 +515,7 @@ impl StateWord {
     pub fn mark_async_waiters(&self, m: u64) -> Result<(), Word> {
         let mut seen = self.load();
         loop {
-            if !seen.is_pending_for(m) {
+            if !(seen.is_pending_for(m) || seen.is_at_the_door_for(m)) {
                 return Err(seen);
             }
             // ORDERING: release pairs with the acquire of the transition (`start`,

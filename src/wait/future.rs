@@ -70,6 +70,7 @@ use crate::request::RequestNr;
 use crate::session::SessionState;
 use crate::slot::{CountedSlot, Slot};
 use crate::sync::{planted_bug, MODEL_CHECKED};
+use crate::wait::Look;
 use event_listener::EventListener;
 use std::fmt;
 use std::future::Future;
@@ -144,7 +145,9 @@ impl Registration {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Arc<T>, WaitTimeoutError>> {
         loop {
-            if let Some(settled) = session.settled_now(self.m) {
+            // Never `settled_now`: it parks the thread at a closed door. A waiter at the
+            // door registers like a pending one; the triage that closed it wakes it.
+            if let Look::Settled(settled) = session.look_now(self.m) {
                 // A listener still here was not notified yet: the transition that
                 // settled the outcome cleared the bit and is about to notify it.
                 self.listener = None;
@@ -175,11 +178,12 @@ impl Registration {
         session: &SessionState<T, S>,
     ) -> Result<Arc<T>, WaitTimeoutError> {
         self.leave(session);
-        session
-            .settled_now(self.m)
-            .map_or(Err(WaitTimeoutError::TimedOut), |settled| {
-                settled.into_result()
-            })
+        // Not `settled_now` (it may park at a closed door): a response behind a
+        // closed door is about to be gone, and the deadline has passed.
+        match session.look_now(self.m) {
+            Look::Settled(settled) => settled.into_result(),
+            _ => Err(WaitTimeoutError::TimedOut),
+        }
     }
 
     fn leave<T, S: Slot<T>>(&mut self, session: &SessionState<T, S>) {
@@ -456,6 +460,25 @@ mod tests {
         }
         assert!(wait.registration.listener.is_some());
         wait
+    }
+
+    #[test]
+    fn a_wait_at_a_closed_door_registers_without_blocking_and_the_start_wakes_it() {
+        let s = Session::new();
+        let Triage::Process(guard) = s.triage(nr(1)) else {
+            panic!("first triage must process")
+        };
+        guard.publish(1);
+        // A triage of request 2 lost its first race and closed the door to the readers
+        // of request 1's response.
+        assert!(s.word.close_door(2, &drop).is_ok());
+        // Each poll returns at once (a thread parked here would hang this test).
+        let wait = pending_wait(&s, 1);
+        assert!(flagged(&s));
+        let Triage::Process(_guard) = s.triage(nr(2)) else {
+            panic!("the triage behind the door must process")
+        };
+        assert!(matches!(block_on(wait), Err(WaitError::Gone)));
     }
 
     #[test]

@@ -108,11 +108,22 @@ impl<T, S: Slot<T>> SessionState<T, S> {
     /// a few spins, then parked on the futex (the triage wakes it).
     pub(crate) fn settled_now(&self, m: u64) -> Option<Settled<T>> {
         loop {
-            match self.look(m, self.word.load()) {
+            match self.look_now(m) {
                 Look::Settled(settled) => return Some(settled),
-                Look::Moved => continue,
-                Look::Pending => return None,
                 Look::AtTheDoor(seen) => self.wait_at_the_door(seen),
+                Look::Pending | Look::Moved => return None,
+            }
+        }
+    }
+
+    /// The outcome of `m` now, never waiting: settled, pending, or turned away at a
+    /// door a triage has closed (never `Moved`: the word is read again then). For
+    /// callers that must not block a thread, such as a future's `poll`.
+    pub(crate) fn look_now(&self, m: u64) -> Look<T> {
+        loop {
+            match self.look(m, self.word.load()) {
+                Look::Moved => continue,
+                other => return other,
             }
         }
     }
