@@ -31,7 +31,8 @@
 //! | (none) | always | [`SessionState`]: `triage`, `wait`, `wait_timeout`, `try_get` | the state machine alone: no `tracing`, no networking |
 //! | `transport` | on | `exactly_once::transport::{Server, Client}` | MUSCLE3's MCP over TCP, a thread per connection; `tracing` |
 //! | `async` | off | `SessionState::wait_async` | a future that waits for a response; `event-listener` |
-//! | `tower` | off (implies `async`) | `exactly_once::tower` | a `tower` layer giving a service exactly-once numbered requests |
+//! | `tokio` | off (implies `async`) | `SessionState::wait_async_timeout` | deadline waits on tokio's timer |
+//! | `tower` | off (implies `async`, `tokio`) | `exactly_once::tower` | a `tower` layer giving a service exactly-once numbered requests |
 //!
 //! The state machine alone, for a server of your own:
 //!

@@ -8,11 +8,14 @@
 use exactly_once::{RequestNr, SessionState, Triage};
 use std::future::Future;
 use std::pin::Pin;
-use std::process::Command;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
-use std::{env, fs, thread};
+use std::{env, thread};
+
+#[path = "support/strace.rs"]
+mod strace;
+use strace::{futex_wakes_between_markers, marker};
 
 const CHILD: &str = "EXACTLY_ONCE_ASYNC_STRACE_CHILD";
 const ROUNDS: u64 = 20;
@@ -22,12 +25,6 @@ const POLLS_TO_REGISTER: usize = 16;
 
 fn nr(n: u64) -> RequestNr {
     RequestNr::new(n).unwrap()
-}
-
-/// The marker system call between scenarios.
-fn marker() {
-    // SAFETY: getppid has no preconditions and cannot fail.
-    unsafe { libc::getppid() };
 }
 
 /// A waker that does nothing, so that waking makes no system call of its own.
@@ -86,65 +83,25 @@ fn child_scenarios() {
     marker();
 }
 
-/// The futex wakes in each stretch between markers of a `strace -f` log.
-fn wakes_between_markers(log: &str) -> Vec<usize> {
-    let marks = log.lines().filter(|l| {
-        l.contains("getppid(") || (l.contains("FUTEX_WAKE") && !l.contains("resumed>"))
-    });
-    let mut stretches: Vec<usize> = Vec::new();
-    for line in marks {
-        match (line.contains("getppid("), stretches.last_mut()) {
-            (true, _) => stretches.push(0),
-            (false, Some(n)) => *n += 1,
-            (false, None) => {}
-        }
-    }
-    stretches.pop();
-    stretches
-}
-
 #[test]
 fn async_waiters_cost_the_publisher_no_futex_wake() {
     if env::var_os(CHILD).is_some() {
         return;
     }
-    let log = env::temp_dir().join(format!(
-        "exactly-once-async-strace-{}.log",
-        std::process::id()
-    ));
-    let run = Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=futex,getppid", "-o"])
-        .arg(&log)
-        .arg(env::current_exe().unwrap())
-        .args(["--exact", "child_scenarios", "--test-threads=1"])
-        .env(CHILD, "1")
-        .output();
-    let run = match run {
-        Ok(run) if run.status.success() => run,
-        Ok(run) if String::from_utf8_lossy(&run.stderr).contains("ptrace") => {
-            eprintln!("SKIPPED: strace may not trace here: {run:?}");
-            return;
-        }
-        Ok(run) => panic!("the child run failed: {run:?}"),
-        Err(e) => {
-            eprintln!("SKIPPED: strace is not installed ({e}); apt-get install strace");
-            return;
-        }
+    let Some(stretches) = futex_wakes_between_markers(CHILD) else {
+        return;
     };
-    let text = fs::read_to_string(&log).unwrap();
-    let _ = fs::remove_file(&log);
-    let stretches = wakes_between_markers(&text);
-    assert_eq!(stretches.len(), 3, "markers not found: {run:?}\n{text}");
+    assert_eq!(stretches.len(), 3, "markers not found: {stretches:?}");
     assert_eq!(
         stretches[0], 0,
-        "publishes to async waiters made futex wakes:\n{text}"
+        "publishes to async waiters made futex wakes: {stretches:?}"
     );
     assert_eq!(
         stretches[1], 0,
-        "publishes after cancelled waiters made futex wakes:\n{text}"
+        "publishes after cancelled waiters made futex wakes: {stretches:?}"
     );
     assert!(
         stretches[2] >= 1,
-        "the control saw no wake of a parked waiter:\n{text}"
+        "the control saw no wake of a parked waiter: {stretches:?}"
     );
 }

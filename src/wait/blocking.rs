@@ -226,24 +226,39 @@ impl Spin {
         self.parked = true;
     }
 
-    /// The wait is over: if it spun and never parked, spinning paid off.
+    /// The wait is over: if it spun and never parked, spinning paid off, and the
+    /// budget becomes at least the rounds it took, plus one.
     #[inline]
     fn settled(&self) {
         if let (false, Some(budget)) = (self.parked, self.budget) {
             if self.round > 0 && budget < MAX_ROUNDS {
-                BUDGET.with(|b| b.set(budget + 1));
+                BUDGET.with(|b| b.set(b.get().max(self.round + 1).min(MAX_ROUNDS)));
             }
         }
     }
 }
 
+thread_local! {
+    /// Waits of this thread since its last full spin.
+    static SINCE_PROBE: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Every this many waits, a thread whose budget has shrunk spins the full spin once:
+/// a budget shrunk while the machine was busy grows back once it is idle again (a
+/// budget too small to ever pay off would otherwise never learn that more would).
+const PROBE_EVERY: u32 = 16;
+
 /// This thread's spin budget in rounds (none on one CPU or under loom).
 fn budget() -> u32 {
     if MODEL_CHECKED || single_cpu() {
-        0
-    } else {
-        BUDGET.with(Cell::get)
+        return 0;
     }
+    let budget = BUDGET.with(Cell::get);
+    if budget < MAX_ROUNDS && SINCE_PROBE.with(|n| n.replace(n.get() + 1)) + 1 >= PROBE_EVERY {
+        SINCE_PROBE.with(|n| n.set(0));
+        return MAX_ROUNDS;
+    }
+    budget
 }
 
 /// Whether this process may run on one CPU only (cached after the first call).
