@@ -91,6 +91,7 @@ impl<T, S: Slot<T>> SessionState<T, S> {
 
     /// Decides what the thread that has just read request `m` must do (see the table
     /// in the crate docs).
+    #[inline]
     pub fn triage(&self, m: RequestNr) -> Triage<'_, T, S> {
         match self.start(m) {
             Ok(guard) => Triage::Process(guard),
@@ -103,6 +104,7 @@ impl<T, S: Slot<T>> SessionState<T, S> {
     /// Moves the session to `Processing(m)` if the table says so, and makes the slot
     /// the returned guard's. The previous response is dropped under that guard, so a
     /// panic in its `Drop` abandons `m`.
+    #[inline]
     pub(crate) fn start(&self, m: RequestNr) -> Result<ProcessGuard<'_, T, S>, Refusal> {
         let previous = self.word.start(m.get(), false, |w| self.wake_waiters(w))?;
         self.wake_waiters(previous);
@@ -179,6 +181,7 @@ impl<T, S: Slot<T>> SessionState<T, S> {
 impl<'s, T, S: Slot<T>> ProcessGuard<'s, T, S> {
     /// Makes the slot this guard's: waits for the readers counted in `started` (the
     /// word its `start` or `claim` replaced) to leave, then drops the old response.
+    #[inline]
     fn reclaim_slot(&self, started: Word) {
         if started.readers() > 0 {
             self.session.word.drain_readers();
@@ -207,6 +210,7 @@ impl<'s, T, S: Slot<T>> ProcessGuard<'s, T, S> {
     /// Publishes the response, wakes every waiter, and returns the response so that
     /// this thread can send it without reading it back. A panic in the conversion
     /// abandons the request.
+    #[inline]
     pub fn complete(self, response: impl Into<Arc<T>>) -> Arc<T> {
         let response = response.into();
         SessionState::publish(self, Arc::clone(&response));
@@ -215,6 +219,7 @@ impl<'s, T, S: Slot<T>> ProcessGuard<'s, T, S> {
 
     /// As [`complete`](Self::complete), without handing the response back: saves the
     /// reference-count round trip when this thread does not send it itself.
+    #[inline]
     pub fn publish(self, response: impl Into<Arc<T>>) {
         let response = response.into();
         SessionState::publish(self, response);

@@ -450,8 +450,7 @@ impl StateWord {
                 return Err(seen);
             }
             if seen.readers() == MAX_READERS {
-                backoff.snooze();
-                seen = self.load();
+                seen = self.wait_for_a_reader_place(&backoff);
                 continue;
             }
             // ORDERING: acquire pairs with `complete`'s release: the response is visible.
@@ -465,6 +464,14 @@ impl StateWord {
                 Err(now) => seen = Word(now),
             }
         }
+    }
+
+    /// Every reader place is taken: backs off, then reads the word again.
+    #[cold]
+    #[inline(never)]
+    fn wait_for_a_reader_place(&self, backoff: &Backoff) -> Word {
+        backoff.snooze();
+        self.load()
     }
 
     /// `enter_from` a fresh snapshot.

@@ -133,6 +133,8 @@ impl<T, S: Slot<T>> SessionState<T, S> {
     /// a microsecond unless it was preempted, and a reader parked here costs it a
     /// wake system call), but never yields: with hundreds of readers at the door,
     /// yielding ones keep the triage and the readers it waits for off the cores.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn wait_at_the_door(&self, seen: Word) {
         let mut spin = Spin::full();
         while spin.spin() {

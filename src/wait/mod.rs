@@ -55,6 +55,7 @@ impl<T, S: Slot<T>> SessionState<T, S> {
     /// The outcome of request `m` if it is settled, without waiting for it to be
     /// processed. (With the counted slot it may wait briefly for a triage that has
     /// just closed the door to the response's readers to start the next request.)
+    #[inline]
     pub fn try_get(&self, m: RequestNr) -> Result<Arc<T>, TryGetError> {
         match self.settled_now(m.get()) {
             Some(Settled::Response(r)) => Ok(r),
@@ -106,6 +107,7 @@ impl<T, S: Slot<T>> SessionState<T, S> {
     /// when it moved on while the response was being read). Where a triage has closed
     /// the door to the response's readers, this waits for that triage to move on:
     /// a few spins, then parked on the futex (the triage wakes it).
+    #[inline]
     pub(crate) fn settled_now(&self, m: u64) -> Option<Settled<T>> {
         loop {
             match self.look_now(m) {
@@ -119,6 +121,7 @@ impl<T, S: Slot<T>> SessionState<T, S> {
     /// The outcome of `m` now, never waiting: settled, pending, or turned away at a
     /// door a triage has closed (never `Moved`: the word is read again then). For
     /// callers that must not block a thread, such as a future's `poll`.
+    #[inline]
     pub(crate) fn look_now(&self, m: u64) -> Look<T> {
         loop {
             match self.look(m, self.word.load()) {
