@@ -292,6 +292,10 @@ impl Driver {
     /// A `start` the table refuses returns the table's answer and leaves the word.
     fn start_refused(&mut self, m: u64) {
         let seen = self.word.load();
+        // `start` takes valid request numbers only (callers check through `RequestNr`).
+        if m > MAX {
+            return;
+        }
         if let Some(refusal) = Refusal::of(seen, m) {
             assert_eq!(self.word.start(m, false, drop), Err(refusal));
             assert_eq!(self.word.load(), seen);
