@@ -149,7 +149,8 @@ fn events_report_every_change() {
 fn reconnecting_often_keeps_the_detached_queues_small() {
     let table = table(10, LONG, LONG);
     let id = used_and_detached(&table);
-    for _ in 0..10_000 {
+    // Smaller under Miri, which runs this some thousand times slower.
+    for _ in 0..if cfg!(miri) { 300 } else { 10_000 } {
         drop(table.attach(id).unwrap());
     }
     let records: usize = table.inner.shards.iter().map(|s| lock(s).records()).sum();
@@ -162,7 +163,7 @@ fn many_threads_create_attach_and_end_without_losing_count() {
     std::thread::scope(|s| {
         for _ in 0..4 {
             s.spawn(|| {
-                for _ in 0..500 {
+                for _ in 0..if cfg!(miri) { 20 } else { 500 } {
                     let a = table.create().unwrap();
                     let id = a.id();
                     drop(a);

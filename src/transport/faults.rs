@@ -35,6 +35,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(miri, ignore = "a statistical test: 10,000 draws, too slow under Miri")]
     fn draws_are_uniform_enough_and_repeatable() {
         let a = AtomicU64::new(42);
         let draws: Vec<f64> = (0..10_000).map(|_| unit_draw(&a)).collect();
