@@ -256,11 +256,21 @@ fn budget() -> u32 {
         return 0;
     }
     let budget = BUDGET.with(Cell::get);
-    if budget < MAX_ROUNDS && SINCE_PROBE.with(|n| n.replace(n.get() + 1)) + 1 >= PROBE_EVERY {
-        SINCE_PROBE.with(|n| n.set(0));
+    if budget < MAX_ROUNDS && probe_due() {
         return MAX_ROUNDS;
     }
     budget
+}
+
+/// Counts a wait with a shrunk budget; true (and the count starts again) on every
+/// `PROBE_EVERY`th.
+fn probe_due() -> bool {
+    SINCE_PROBE.with(|n| {
+        let waits = n.get() + 1;
+        let due = waits >= PROBE_EVERY;
+        n.set(if due { 0 } else { waits });
+        due
+    })
 }
 
 /// Whether this process may run on one CPU only (cached after the first call).
