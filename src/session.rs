@@ -91,7 +91,7 @@ impl<T, S: Slot<T>> SessionState<T, S> {
 
     /// Decides what the thread that has just read request `m` must do (see the table
     /// in the crate docs).
-    #[inline]
+    #[inline(always)]
     pub fn triage(&self, m: RequestNr) -> Triage<'_, T, S> {
         match self.start(m) {
             Ok(guard) => Triage::Process(guard),
@@ -104,7 +104,7 @@ impl<T, S: Slot<T>> SessionState<T, S> {
     /// Moves the session to `Processing(m)` if the table says so, and makes the slot
     /// the returned guard's. The previous response is dropped under that guard, so a
     /// panic in its `Drop` abandons `m`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn start(&self, m: RequestNr) -> Result<ProcessGuard<'_, T, S>, Refusal> {
         let previous = self.word.start(m.get(), false, |w| self.wake_waiters(w))?;
         self.wake_waiters(previous);

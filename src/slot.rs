@@ -83,10 +83,20 @@ impl<T: Send + Sync> sealed::SlotImpl<T> for CountedSlot<T> {
         unsafe { self.response.with_mut(Option::take) }
     }
 
+    /// Writes without reading what was there: the owner's `start` (or `claim`) took
+    /// the old response out already, so the cell is empty (were it not, the old
+    /// response would leak, never be dropped twice).
     #[inline]
     unsafe fn put(&self, response: Arc<T>) -> Option<Arc<T>> {
-        // SAFETY: exclusive access, per the contract.
-        unsafe { self.response.with_mut(|slot| slot.replace(response)) }
+        // SAFETY: exclusive access, per the contract; writing over an `Option` without
+        // dropping it is sound (at worst a leak), and it is `None` here.
+        unsafe {
+            self.response.with_mut(|slot| {
+                debug_assert!((*slot).is_none(), "the slot was taken at start");
+                std::ptr::write(slot, Some(response));
+            });
+        }
+        None
     }
 
     #[inline]

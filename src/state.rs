@@ -147,6 +147,15 @@ impl Word {
         self.0 & DOOR != 0
     }
 
+    /// `Ready(m)` with a response, the door open and a reader place free: a reader of
+    /// `m` may enter.
+    #[inline]
+    pub const fn is_open_to_readers_of(self, m: u64) -> bool {
+        self.0 & (READY | ABANDONED | DOOR) == READY
+            && self.request() == m
+            && self.readers() < MAX_READERS
+    }
+
     /// Readers inside their window.
     #[inline]
     pub const fn readers(self) -> u64 {
@@ -327,14 +336,33 @@ impl StateWord {
     /// fails, `close_door` (a read-modify-write that always succeeds) shuts out new
     /// readers; from then on the word changes only as readers leave, waiters park or
     /// another triage wins, so readers cannot prolong the loop.
-    #[inline]
     ///
     /// A triage that closed the door and then finds the table refusing `m` opens it
     /// again, clearing `PARKED`: `reopened` gets the word that replaced, to wake the
     /// readers waiting at the door.
+    #[inline(always)]
     pub fn start(&self, m: u64, unguarded: bool, reopened: impl Fn(Word)) -> Result<Word, Refusal> {
         debug_assert!(m <= MAX_REQUEST);
-        let mut seen = self.load();
+        let seen = self.load();
+        if let Some(refusal) = Refusal::of(seen, m) {
+            return Err(refusal);
+        }
+        match self.try_start(seen, m, unguarded) {
+            Ok(previous) => Ok(previous),
+            Err(now) => self.start_contended(now, m, unguarded, &reopened),
+        }
+    }
+
+    /// `start` once its first compare-and-swap has failed (the word was `seen` then).
+    #[cold]
+    #[inline(never)]
+    fn start_contended(
+        &self,
+        mut seen: Word,
+        m: u64,
+        unguarded: bool,
+        reopened: &impl Fn(Word),
+    ) -> Result<Word, Refusal> {
         loop {
             if let Some(refusal) = Refusal::of(seen, m) {
                 return Err(refusal);
@@ -342,7 +370,7 @@ impl StateWord {
             match self.try_start(seen, m, unguarded) {
                 Ok(previous) => return Ok(previous),
                 Err(now) if now.is_door_closed() || Refusal::of(now, m).is_some() => seen = now,
-                Err(_) => seen = self.close_door(m, &reopened)?,
+                Err(_) => seen = self.close_door(m, reopened)?,
             }
         }
     }
@@ -464,6 +492,26 @@ impl StateWord {
                 Err(now) => seen = Word(now),
             }
         }
+    }
+
+    /// `enter_from` in one attempt, for the read that finds the word as it left it:
+    /// registers a reader if `seen` is `Ready(m)` with a response, the door open and a
+    /// reader place free, and the word still holds `seen`. `false` says nothing about
+    /// why: the caller takes the general path.
+    #[inline(always)]
+    pub fn try_enter(&self, seen: Word, m: u64) -> bool {
+        if !seen.is_open_to_readers_of(m) {
+            return false;
+        }
+        // ORDERING: acquire pairs with `complete`'s release: the response is visible.
+        self.0
+            .compare_exchange(
+                seen.0,
+                seen.0 + ONE_READER,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_ok()
     }
 
     /// Every reader place is taken: backs off, then reads the word again.

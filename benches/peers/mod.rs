@@ -78,7 +78,7 @@ pub trait Implementation: Cycle + Send + Sync {
 }
 
 /// Workload 1: triage, publish, read back.
-#[inline]
+#[inline(always)]
 pub fn cycle<I: Cycle>(session: &I, m: u64, response: &Response) -> Response {
     let processing = session.process(m);
     I::complete(processing, Arc::clone(response));
@@ -87,7 +87,7 @@ pub fn cycle<I: Cycle>(session: &I, m: u64, response: &Response) -> Response {
 
 /// Triage and publish, no read back (workload 3, and the part of workload 1 before
 /// the read).
-#[inline]
+#[inline(always)]
 pub fn publish<I: Cycle>(session: &I, m: u64, response: &Response) {
     let processing = session.process(m);
     I::complete(processing, Arc::clone(response));
@@ -112,7 +112,7 @@ macro_rules! lock_free {
             const ID: &'static str = $id;
             type Processing<'a> = exactly_once::ProcessGuard<'a, u64, $slot>;
 
-            #[inline]
+            #[inline(always)]
             fn process(&self, m: u64) -> Self::Processing<'_> {
                 match self.triage(request(m)) {
                     Triage::Process(guard) => guard,
@@ -120,32 +120,32 @@ macro_rules! lock_free {
                 }
             }
 
-            #[inline]
+            #[inline(always)]
             fn complete(processing: Self::Processing<'_>, response: Response) {
                 // This workload reads the response back, as a resending handler would,
                 // so it publishes without taking a copy (as the locks' `set_response`).
                 processing.publish(response);
             }
 
-            #[inline]
+            #[inline(always)]
             fn read(&self, m: u64) -> Response {
                 self.try_get(request(m)).expect("the response is settled")
             }
         }
 
         impl Implementation for $ty {
-            #[inline]
+            #[inline(always)]
             fn triage_resend(&self, m: u64) {
                 let triage = self.triage(request(m));
                 assert!(matches!(triage, Triage::Resend), "{}: {triage:?}", Self::ID);
             }
 
-            #[inline]
+            #[inline(always)]
             fn is_pending(&self, m: u64) -> bool {
                 matches!(self.try_get(request(m)), Err(TryGetError::Pending))
             }
 
-            #[inline]
+            #[inline(always)]
             fn wait_for(&self, m: u64) -> Response {
                 self.wait(request(m)).expect("the response arrives")
             }
@@ -167,35 +167,35 @@ macro_rules! seed {
             const ID: &'static str = $id;
             type Processing<'a> = &'a Self;
 
-            #[inline]
+            #[inline(always)]
             fn process(&self, m: u64) -> &Self {
                 assert_eq!(self.triage_request(m), (true, true), "{}", Self::ID);
                 self
             }
 
-            #[inline]
+            #[inline(always)]
             fn complete(processing: &Self, response: Response) {
                 processing.set_response(response);
             }
 
-            #[inline]
+            #[inline(always)]
             fn read(&self, m: u64) -> Response {
                 self.wait_get_response(m).expect("the response is settled")
             }
         }
 
         impl Implementation for $ty {
-            #[inline]
+            #[inline(always)]
             fn triage_resend(&self, m: u64) {
                 assert_eq!(self.triage_request(m), (false, true), "{}", Self::ID);
             }
 
-            #[inline]
+            #[inline(always)]
             fn is_pending(&self, m: u64) -> bool {
                 self.would_block(m)
             }
 
-            #[inline]
+            #[inline(always)]
             fn wait_for(&self, m: u64) -> Response {
                 self.wait_get_response(m).expect("the response arrives")
             }
@@ -210,17 +210,17 @@ impl Cycle for BareAtomicsFloor {
     const ID: &'static str = "floor";
     type Processing<'a> = floor::Processing<'a>;
 
-    #[inline]
+    #[inline(always)]
     fn process(&self, m: u64) -> floor::Processing<'_> {
         self.start(m)
     }
 
-    #[inline]
+    #[inline(always)]
     fn complete(processing: floor::Processing<'_>, response: Response) {
         processing.complete(response);
     }
 
-    #[inline]
+    #[inline(always)]
     fn read(&self, m: u64) -> Response {
         self.get(m)
     }
@@ -238,7 +238,7 @@ pub trait SeedCalls: Implementation {
 }
 
 /// The cycle through the original's calls: triage, set the response, read it back.
-#[inline]
+#[inline(always)]
 pub fn seed_cycle<I: SeedCalls>(session: &I, m: u64, response: &Response) -> Response {
     session.seed_triage(m);
     session.seed_set(Arc::clone(response));
@@ -248,18 +248,18 @@ pub fn seed_cycle<I: SeedCalls>(session: &I, m: u64, response: &Response) -> Res
 macro_rules! seed_calls {
     ($ty:ty, $($unwrap:tt)*) => {
         impl SeedCalls for $ty {
-            #[inline]
+            #[inline(always)]
             fn seed_triage(&self, m: u64) {
                 let triage = self.triage_request(m)$($unwrap)*;
                 assert_eq!(triage, (true, true), "{}", Self::ID);
             }
 
-            #[inline]
+            #[inline(always)]
             fn seed_set(&self, response: Response) {
                 let _ = self.set_response(response);
             }
 
-            #[inline]
+            #[inline(always)]
             fn seed_get(&self, m: u64) -> Response {
                 self.wait_get_response(m)$($unwrap)*.expect("the response is settled")
             }

@@ -72,8 +72,11 @@ impl Parker {
     /// Wakes the parked waiters, after a transition that replaced a word with
     /// `PARKED`. Moves the epoch on in any case (a waiter about to sleep on the old
     /// one returns at once), and makes the system call only if a waiter is counted:
-    /// one that timed out has left, and leaves no wake to pay for.
-    #[inline]
+    /// one that timed out has left, and leaves no wake to pay for. Out of line: the
+    /// transitions that call it test `PARKED` first, and only a hand-off to a waiter
+    /// that got as far as parking comes here.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn wake(&self) {
         self.futex.advance();
         // ORDERING: relaxed; the caller's transition acquired every `park` it read
@@ -91,6 +94,9 @@ impl<T, S: Slot<T>> SessionState<T, S> {
         m: u64,
         deadline: Option<Instant>,
     ) -> Result<Arc<T>, WaitTimeoutError> {
+        if let Some(response) = self.read_at_once(m) {
+            return Ok(response);
+        }
         let mut spin = Spin::new();
         loop {
             let seen = self.word.load();

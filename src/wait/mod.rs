@@ -57,7 +57,16 @@ impl<T, S: Slot<T>> SessionState<T, S> {
     /// just closed the door to the response's readers to start the next request.)
     #[inline]
     pub fn try_get(&self, m: RequestNr) -> Result<Arc<T>, TryGetError> {
-        match self.settled_now(m.get()) {
+        match self.read_at_once(m.get()) {
+            Some(response) => Ok(response),
+            None => self.try_get_general(m.get()),
+        }
+    }
+
+    /// `try_get` where the one-attempt read did not do.
+    #[inline(never)]
+    fn try_get_general(&self, m: u64) -> Result<Arc<T>, TryGetError> {
+        match self.settled_now(m) {
             Some(Settled::Response(r)) => Ok(r),
             Some(Settled::Abandoned) => Err(TryGetError::Abandoned),
             Some(Settled::Gone) => Err(TryGetError::Gone),
@@ -150,6 +159,35 @@ impl<T, S: Slot<T>> SessionState<T, S> {
                 Look::AtTheDoor(now)
             }
             Ok(None) | Err(_) => Look::Moved,
+        }
+    }
+
+    /// The response of `m` in one attempt, for the common case of a word that nobody
+    /// else is changing: `None` whenever anything is in the way (no response of `m`
+    /// yet or any more, a closed door, a race), and the general path decides.
+    #[inline(always)]
+    pub(crate) fn read_at_once(&self, m: u64) -> Option<Arc<T>> {
+        let seen = self.word.load();
+        if S::COUNTS_READERS {
+            if !self.word.try_enter(seen, m) {
+                return None;
+            }
+            // SAFETY: registered as a reader of `Ready(m)`: the slot is not written
+            // until this thread `leave`s.
+            let response = unsafe { self.slot.get() };
+            self.word.leave();
+            response
+        } else {
+            if !(seen.has_response() && seen.request() == m) {
+                return None;
+            }
+            // SAFETY: a non-counting slot may be read at any time.
+            let response = unsafe { self.slot.get() };
+            // As in `read_response`: keep it only if the word still says `Ready(m)`.
+            let still = self.word.load();
+            (still.request() == m && still.has_response())
+                .then_some(response)
+                .flatten()
         }
     }
 
