@@ -28,6 +28,7 @@ use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode,
 };
+use peers::pingpong::{round_trips, BusyCores};
 use peers::{Implementation, Response};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,46 +42,6 @@ type Group<'c> = BenchmarkGroup<'c, WallTime>;
 
 fn handoff<I: Implementation>(group: &mut Group<'_>) {
     group.bench_function(I::ID, |b| b.iter_custom(round_trips::<I>));
-}
-
-fn round_trips<I: Implementation>(rounds: u64) -> Duration {
-    let a_to_b: [I; 2] = Default::default();
-    let b_to_a: [I; 2] = Default::default();
-    let start = Barrier::new(2);
-    thread::scope(|scope| {
-        scope.spawn(|| play(&b_to_a, &a_to_b, rounds, false, &start));
-        play(&a_to_b, &b_to_a, rounds, true, &start)
-    })
-}
-
-/// One side of the ping-pong: publishes round `k` on `own[k % 2]` and waits for round
-/// `k` on `other[k % 2]` — the leader publishes first, the echo waits first.
-fn play<I: Implementation>(
-    own: &[I; 2],
-    other: &[I; 2],
-    rounds: u64,
-    leads: bool,
-    start: &Barrier,
-) -> Duration {
-    let response: Response = Arc::new(7);
-    let mut triaged = [None, Some(own[1].process(1))];
-    start.wait();
-    let began = Instant::now();
-    for k in 1..=rounds {
-        let (this, next) = ((k % 2) as usize, ((k + 1) % 2) as usize);
-        if !leads {
-            black_box(other[this].wait_for(k));
-        }
-        // The other side has read round k - 1 from own[next]: this triage cannot take
-        // a response from under it, and is done before it can wait for round k + 1.
-        triaged[next] = Some(own[next].process(k + 1));
-        let processing = triaged[this].take().expect("triaged a round ahead");
-        I::complete(processing, Arc::clone(&response));
-        if leads {
-            black_box(other[this].wait_for(k));
-        }
-    }
-    began.elapsed()
 }
 
 fn wake<I: Implementation>(group: &mut Group<'_>, waiters: usize) {
@@ -174,39 +135,6 @@ fn asleep(tid: u64) -> Option<bool> {
     let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
     let after_name = &stat[stat.rfind(')')? + 1..];
     Some(after_name.trim_start().starts_with('S'))
-}
-
-/// One thread spinning on each core but one, until dropped.
-struct BusyCores {
-    stop: Arc<AtomicBool>,
-    spinners: Vec<thread::JoinHandle<()>>,
-}
-
-impl BusyCores {
-    fn start() -> Self {
-        let cores = thread::available_parallelism().map_or(1, |n| n.get());
-        let stop = Arc::new(AtomicBool::new(false));
-        let spinners = (1..cores)
-            .map(|_| {
-                let stop = Arc::clone(&stop);
-                thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        std::hint::spin_loop();
-                    }
-                })
-            })
-            .collect();
-        BusyCores { stop, spinners }
-    }
-}
-
-impl Drop for BusyCores {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for spinner in self.spinners.drain(..) {
-            let _ = spinner.join();
-        }
-    }
 }
 
 /// The settings of the hand-off groups: round trips are tens of microseconds.

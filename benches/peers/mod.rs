@@ -19,6 +19,7 @@
 
 pub mod floor;
 pub mod parking_lot_seed;
+pub mod pingpong;
 
 use exactly_once::baseline::Baseline;
 use exactly_once::{ArcSwapSessionState, RequestNr, SessionState, Triage, TryGetError};

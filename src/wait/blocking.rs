@@ -176,6 +176,8 @@ pub(crate) struct Spin {
     round: u32,
     budget: Option<u32>,
     parked: bool,
+    /// This spin is a probe: the full spin by a thread whose budget has shrunk.
+    probing: bool,
 }
 
 /// At most 1 + 2 + ... + 32 = 63 pauses: on the order of a microsecond.
@@ -194,6 +196,7 @@ impl Spin {
             round: 0,
             budget: None,
             parked: false,
+            probing: false,
         }
     }
 
@@ -209,13 +212,22 @@ impl Spin {
             round: 0,
             budget: Some(budget),
             parked: true,
+            probing: false,
         }
     }
 
     /// Pauses for one more round and returns `true`, or `false` once the budget is spent.
     #[inline]
     fn spin(&mut self) -> bool {
-        let budget = *self.budget.get_or_insert_with(budget);
+        let budget = match self.budget {
+            Some(budget) => budget,
+            None => {
+                let (budget, probing) = budget();
+                self.budget = Some(budget);
+                self.probing = probing;
+                budget
+            }
+        };
         if self.round >= budget {
             return false;
         }
@@ -228,7 +240,9 @@ impl Spin {
 
     /// The wait is about to park: spinning did not pay off this time.
     fn parks(&mut self) {
-        if let (false, Some(budget @ 1..)) = (self.parked, self.budget) {
+        if self.probing && !self.parked {
+            Probe::failed();
+        } else if let (false, Some(budget @ 1..)) = (self.parked, self.budget) {
             BUDGET.with(|b| b.set(budget.saturating_sub(1).max(1)));
         }
         self.parked = true;
@@ -238,6 +252,9 @@ impl Spin {
     /// budget becomes at least the rounds it took, plus one.
     #[inline]
     fn settled(&self) {
+        if self.probing && !self.parked && self.round > 0 {
+            Probe::paid_off();
+        }
         if let (false, Some(budget)) = (self.parked, self.budget) {
             if self.round > 0 && budget < MAX_ROUNDS {
                 BUDGET.with(|b| b.set(b.get().max(self.round + 1).min(MAX_ROUNDS)));
@@ -246,37 +263,82 @@ impl Spin {
     }
 }
 
-thread_local! {
-    /// Waits of this thread since its last full spin.
-    static SINCE_PROBE: Cell<u32> = const { Cell::new(0) };
+/// When a thread whose budget has shrunk spins the full spin once more: a budget
+/// shrunk while the machine was busy grows back once it is idle again (a budget too
+/// small to ever pay off would otherwise never learn that more would). Probes that do
+/// not pay off come less and less often, so that a thread on a machine that stays
+/// busy hardly pays for them.
+#[derive(Clone, Copy)]
+struct Probe {
+    /// Waits with a shrunk budget since the last probe.
+    since: u32,
+    /// Waits between two probes: `PROBE_EVERY`, doubled by each probe that did not
+    /// pay off, up to `PROBE_AT_MOST`.
+    every: u32,
 }
 
-/// Every this many waits, a thread whose budget has shrunk spins the full spin once:
-/// a budget shrunk while the machine was busy grows back once it is idle again (a
-/// budget too small to ever pay off would otherwise never learn that more would).
+/// Waits between probes while they pay off.
 const PROBE_EVERY: u32 = 16;
+/// Waits between probes at most.
+const PROBE_AT_MOST: u32 = 1024;
 
-/// This thread's spin budget in rounds (none on one CPU or under loom).
-fn budget() -> u32 {
+thread_local! {
+    static PROBE: Cell<Probe> = const {
+        Cell::new(Probe {
+            since: 0,
+            every: PROBE_EVERY,
+        })
+    };
+}
+
+impl Probe {
+    /// Counts a wait with a shrunk budget; true (and the count starts again) on every
+    /// `every`th.
+    fn due() -> bool {
+        PROBE.with(|p| {
+            let Probe { since, every } = p.get();
+            let due = since + 1 >= every;
+            p.set(Probe {
+                since: if due { 0 } else { since + 1 },
+                every,
+            });
+            due
+        })
+    }
+
+    /// The probe parked anyway: the next comes after twice as many waits.
+    fn failed() {
+        PROBE.with(|p| {
+            let probe = p.get();
+            p.set(Probe {
+                every: (probe.every * 2).min(PROBE_AT_MOST),
+                ..probe
+            });
+        });
+    }
+
+    /// The probe settled while spinning: probes come every `PROBE_EVERY` waits again.
+    fn paid_off() {
+        PROBE.with(|p| {
+            p.set(Probe {
+                since: 0,
+                every: PROBE_EVERY,
+            })
+        });
+    }
+}
+
+/// This thread's spin budget in rounds (none on one CPU or under loom), and whether
+/// it is a probe's.
+fn budget() -> (u32, bool) {
     if MODEL_CHECKED || single_cpu() {
-        return 0;
+        return (0, false);
     }
     let budget = BUDGET.with(Cell::get);
-    if budget < MAX_ROUNDS && probe_due() {
-        return MAX_ROUNDS;
+    if budget < MAX_ROUNDS && Probe::due() {
+        return (MAX_ROUNDS, true);
     }
-    budget
-}
-
-/// Counts a wait with a shrunk budget; true (and the count starts again) on every
-/// `PROBE_EVERY`th.
-fn probe_due() -> bool {
-    SINCE_PROBE.with(|n| {
-        let waits = n.get() + 1;
-        let due = waits >= PROBE_EVERY;
-        n.set(if due { 0 } else { waits });
-        due
-    })
+    (budget, false)
 }
 
 /// Whether this process may run on one CPU only (cached after the first call).
