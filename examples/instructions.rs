@@ -11,6 +11,8 @@
 //! - `cycle`: triage of the next number, publish, read the response back (`try_get`).
 //! - `resend`: triage of the answered current number (says resend), then `try_get`.
 //! - `publish`: triage of the next number and publish, no read.
+//! - `seed`: the cycle through MUSCLE3's calls: `triage_request`, `set_response`,
+//!   `wait_get_response`.
 
 use clap::{Parser, ValueEnum};
 use exactly_once::{ArcSwapSessionState, RequestNr, SessionState, Slot, Triage};
@@ -35,6 +37,7 @@ enum Path {
     Cycle,
     Resend,
     Publish,
+    Seed,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -85,11 +88,27 @@ fn publishes<S: Slot<u64>>(session: &SessionState<u64, S>, iterations: u64) {
     }
 }
 
+#[inline(never)]
+fn seed_cycles<S: Slot<u64>>(session: &SessionState<u64, S>, iterations: u64) {
+    let response = Arc::new(7);
+    for m in 1..=iterations {
+        let triage = session
+            .triage_request(black_box(m))
+            .expect("a valid number");
+        assert_eq!(triage, (true, true));
+        session
+            .set_response(Arc::clone(&response))
+            .expect("processing");
+        black_box(session.wait_get_response(m).expect("a valid number"));
+    }
+}
+
 fn run<S: Slot<u64>>(session: &SessionState<u64, S>, args: &Args) {
     match args.path {
         Path::Cycle => cycles(session, args.iterations),
         Path::Resend => resends(session, args.iterations),
         Path::Publish => publishes(session, args.iterations),
+        Path::Seed => seed_cycles(session, args.iterations),
     }
 }
 

@@ -25,7 +25,9 @@ impl<T, S: Slot<T>> SessionState<T, S> {
     ///
     /// `(true, true)` leaves the request in processing with no guard: answer it with
     /// [`set_response`](Self::set_response). Nothing abandons it if the caller dies.
-    /// (The previous response is released by that `set_response`.)
+    /// (The previous response is released by that `set_response`, or by whoever
+    /// publishes next if the request is never answered.)
+    #[inline]
     pub fn triage_request(&self, m: u64) -> Result<(bool, bool), InvalidRequestNr> {
         let m = RequestNr::new(m)?;
         Ok(
@@ -43,6 +45,7 @@ impl<T, S: Slot<T>> SessionState<T, S> {
     /// MUSCLE3's `set_response`: publishes the response of the request being
     /// processed and wakes every waiter. A panic in the conversion, or in the `Drop`
     /// of the previous response, abandons the request.
+    #[inline]
     pub fn set_response(&self, response: impl Into<Arc<T>>) -> Result<(), SetResponseError> {
         match self.word.claim() {
             Ok(claimed) => {
@@ -57,6 +60,7 @@ impl<T, S: Slot<T>> SessionState<T, S> {
 
     /// MUSCLE3's `wait_get_response`: the response of `m`, or `None` when the session
     /// has moved past it (or it was abandoned). Waits without deadline.
+    #[inline]
     pub fn wait_get_response(&self, m: u64) -> Result<Option<Arc<T>>, InvalidRequestNr> {
         let m = RequestNr::new(m)?;
         Ok(self.wait(m).ok())

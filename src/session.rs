@@ -101,20 +101,20 @@ impl<T, S: Slot<T>> SessionState<T, S> {
         }
     }
 
-    /// Moves the session to `Processing(m)` if the table says so, and makes the slot
-    /// the returned guard's. The previous response is dropped under that guard, so a
-    /// panic in its `Drop` abandons `m`.
+    /// Moves the session to `Processing(m)` if the table says so. The slot is not
+    /// touched here: readers that were inside their window of the previous response
+    /// leave while `m` is processed, and the guard drains them and drops that
+    /// response when it publishes or abandons (a panic in its `Drop` abandons `m`).
+    /// So a triage takes a bounded number of steps whatever the readers do.
     #[inline(always)]
     pub(crate) fn start(&self, m: RequestNr) -> Result<ProcessGuard<'_, T, S>, Refusal> {
         let previous = self.word.start(m.get(), false, |w| self.wake_waiters(w))?;
         self.wake_waiters(previous);
-        let guard = ProcessGuard {
+        Ok(ProcessGuard {
             session: self,
             request: m,
             previous: previous.request(),
-        };
-        guard.reclaim_slot(previous);
-        Ok(guard)
+        })
     }
 
     /// What the session is doing now.
@@ -146,51 +146,54 @@ impl<T, S: Slot<T>> SessionState<T, S> {
         }
     }
 
-    /// Publishes the response of `m`, which `guard` owns: the slot is written and what
-    /// it replaced dropped while the guard still abandons on a panic.
-    #[inline]
+    /// Publishes the response of `m`, which `guard` owns: the readers still inside
+    /// their window of the previous response leave, and the slot is written and what
+    /// it held dropped while the guard still abandons on a panic.
+    #[inline(always)]
     pub(crate) fn publish(guard: ProcessGuard<'_, T, S>, response: Arc<T>) {
-        // SAFETY: the guard owns `Processing(m)` and the slot was reclaimed in `start`.
-        drop(unsafe { guard.session.slot.put(response) });
+        let slot = &guard.session.slot;
+        guard.session.drain_readers();
+        // SAFETY: the guard owns `Processing(m)` and the readers have left; none can
+        // enter until `m` is settled.
+        drop(unsafe { slot.take() });
+        // SAFETY: as above; the cell is empty now.
+        drop(unsafe { slot.put(response) });
         let guard = ManuallyDrop::new(guard);
         let previous = guard.session.word.complete(guard.request.get());
         guard.session.wake_waiters(previous);
     }
 
+    /// Waits for the readers of the previous response that were inside their window
+    /// when `Processing(m)` began (none can enter since) to leave: the owner's next
+    /// transition clears their count, and the slot is the owner's only after it.
+    #[inline]
+    fn drain_readers(&self) {
+        if S::COUNTS_READERS && self.word.load().readers() > 0 {
+            self.word.drain_readers();
+        }
+    }
+
     #[inline]
     fn abandon(&self, m: u64) {
+        self.drain_readers();
         let previous = self.word.abandon(m);
         self.wake_waiters(previous);
     }
 
     /// A guard for the `Processing(m)` this thread has just claimed (the seed's
-    /// `set_response`; `claimed` is the word the claim replaced), owning the slot once
-    /// this returns. Its readers are drained and the old response dropped under the
-    /// guard, so a panic there abandons `m` too.
+    /// `set_response`; `claimed` is the word the claim replaced). As for a guard from
+    /// `start`, its publish drains the readers and drops the old response.
+    #[inline]
     pub(crate) fn claimed(&self, claimed: Word) -> ProcessGuard<'_, T, S> {
-        let guard = ProcessGuard {
+        ProcessGuard {
             session: self,
             request: RequestNr::new(claimed.request()).expect("a claimed request is valid"),
             previous: claimed.request() - 1,
-        };
-        guard.reclaim_slot(claimed);
-        guard
+        }
     }
 }
 
 impl<'s, T, S: Slot<T>> ProcessGuard<'s, T, S> {
-    /// Makes the slot this guard's: waits for the readers counted in `started` (the
-    /// word its `start` or `claim` replaced) to leave, then drops the old response.
-    #[inline]
-    fn reclaim_slot(&self, started: Word) {
-        if started.readers() > 0 {
-            self.session.word.drain_readers();
-        }
-        // SAFETY: this guard owns `Processing(m)` and the readers that were inside have
-        // left; none can enter until `m` is settled.
-        drop(unsafe { self.session.slot.take() });
-    }
-
     /// The request this guard settles.
     pub fn request(&self) -> RequestNr {
         self.request
@@ -210,7 +213,7 @@ impl<'s, T, S: Slot<T>> ProcessGuard<'s, T, S> {
     /// Publishes the response, wakes every waiter, and returns the response so that
     /// this thread can send it without reading it back. A panic in the conversion
     /// abandons the request.
-    #[inline]
+    #[inline(always)]
     pub fn complete(self, response: impl Into<Arc<T>>) -> Arc<T> {
         let response = response.into();
         SessionState::publish(self, Arc::clone(&response));
@@ -219,7 +222,7 @@ impl<'s, T, S: Slot<T>> ProcessGuard<'s, T, S> {
 
     /// As [`complete`](Self::complete), without handing the response back: saves the
     /// reference-count round trip when this thread does not send it itself.
-    #[inline]
+    #[inline(always)]
     pub fn publish(self, response: impl Into<Arc<T>>) {
         let response = response.into();
         SessionState::publish(self, response);
@@ -267,5 +270,54 @@ impl<T, S: Slot<T>> fmt::Debug for Triage<'_, T, S> {
             Triage::Stale => f.write_str("Stale"),
             Triage::Busy { current } => f.debug_struct("Busy").field("current", current).finish(),
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+    use std::thread;
+    use std::time::Duration;
+
+    fn nr(m: u64) -> RequestNr {
+        RequestNr::new(m).expect("a valid request number")
+    }
+
+    /// A reader stopped inside its window of request 1's response (here: entered by
+    /// hand, as a reader preempted between `enter` and `leave`) does not hold up the
+    /// triage of 2; the publish of 2 waits for it, and drops 1's response after it.
+    #[test]
+    fn a_triage_does_not_wait_for_a_reader_inside_its_window_but_the_publish_does() {
+        let session = SessionState::<u32>::new();
+        let Triage::Process(guard) = session.triage(nr(1)) else {
+            panic!("1 starts")
+        };
+        guard.publish(10);
+        session.word.enter(1).expect("a reader of 1 enters");
+        let published = AtomicBool::new(false);
+        thread::scope(|scope| {
+            let (triaged, took) = mpsc::channel();
+            let session = &session;
+            let published = &published;
+            scope.spawn(move || {
+                let Triage::Process(guard) = session.triage(nr(2)) else {
+                    panic!("2 starts")
+                };
+                triaged.send(()).expect("the test waits");
+                guard.publish(20);
+                // ORDERING: relaxed; the scope's join orders it for the last assert.
+                published.store(true, Ordering::Relaxed);
+            });
+            let in_time = took.recv_timeout(Duration::from_secs(10));
+            // Let the reader go in any case, so that a failure does not hang the test.
+            let still_inside = !published.load(Ordering::Relaxed);
+            session.word.leave();
+            assert!(in_time.is_ok(), "the triage waited for the reader");
+            assert!(still_inside, "published while a reader was inside");
+        });
+        assert!(published.load(Ordering::Relaxed));
+        assert_eq!(session.try_get(nr(2)).map(|r| *r), Ok(20));
     }
 }

@@ -31,12 +31,13 @@ pub(crate) mod sealed {
         /// A slot with no response (the state `Ready(0)`).
         fn empty() -> Self;
 
-        /// Takes the old response out, if this slot kind lets it go at triage, for
-        /// the caller to drop while it owns the new request.
+        /// Takes the old response out, if this slot kind lets it go before the new
+        /// one is put in, for the caller to drop while it owns the new request.
         ///
         /// # Safety
-        /// The caller made the word `Processing(m)` and, for a counting slot, has
-        /// drained the readers; no other thread can access the slot.
+        /// The caller owns `Processing(m)` and, for a counting slot, has drained the
+        /// readers that were inside when it began; no other thread can access the
+        /// slot.
         unsafe fn take(&self) -> Option<Arc<T>>;
 
         /// Publishes the response of the request being processed, and hands back
@@ -83,16 +84,16 @@ impl<T: Send + Sync> sealed::SlotImpl<T> for CountedSlot<T> {
         unsafe { self.response.with_mut(Option::take) }
     }
 
-    /// Writes without reading what was there: the owner's `start` (or `claim`) took
-    /// the old response out already, so the cell is empty (were it not, the old
-    /// response would leak, never be dropped twice).
+    /// Writes without reading what was there: the owner took the old response out
+    /// just before, so the cell is empty (were it not, the old response would leak,
+    /// never be dropped twice).
     #[inline]
     unsafe fn put(&self, response: Arc<T>) -> Option<Arc<T>> {
         // SAFETY: exclusive access, per the contract; writing over an `Option` without
         // dropping it is sound (at worst a leak), and it is `None` here.
         unsafe {
             self.response.with_mut(|slot| {
-                debug_assert!((*slot).is_none(), "the slot was taken at start");
+                debug_assert!((*slot).is_none(), "the old response was taken out");
                 std::ptr::write(slot, Some(response));
             });
         }

@@ -16,8 +16,8 @@
 //! `PARKED`: some thread may be parked on the session's futex; the next transition clears
 //! it and wakes (if the parked-waiter count beside the futex says anyone is still there).
 //! `UNGUARDED`: `Processing(n)` was started by the seed-compatible `triage_request`, so
-//! the seed's `set_response` may claim it (it clears the bit, then drains the readers and
-//! reclaims the slot itself). `DOOR`: a triage that lost a race closed the door to new
+//! the seed's `set_response` may claim it (it clears the bit; its publish then drains the
+//! readers and reclaims the slot, as every owner's does). `DOOR`: a triage that lost a race closed the door to new
 //! readers; the `start` that follows clears it, and until then the reader count can only
 //! fall, so the triage finishes in as many steps as there were readers inside.
 //! `readers`: threads inside the few-instruction window in which they clone the response
@@ -353,25 +353,42 @@ impl StateWord {
         }
     }
 
-    /// `start` once its first compare-and-swap has failed (the word was `seen` then).
+    /// `start` once its first compare-and-swap has failed, showing `failed`.
     #[cold]
     #[inline(never)]
     fn start_contended(
         &self,
-        mut seen: Word,
+        failed: Word,
         m: u64,
         unguarded: bool,
         reopened: &impl Fn(Word),
     ) -> Result<Word, Refusal> {
+        let mut seen = self.after_a_lost_race(failed, m, reopened)?;
         loop {
             if let Some(refusal) = Refusal::of(seen, m) {
                 return Err(refusal);
             }
             match self.try_start(seen, m, unguarded) {
                 Ok(previous) => return Ok(previous),
-                Err(now) if now.is_door_closed() || Refusal::of(now, m).is_some() => seen = now,
-                Err(_) => seen = self.close_door(m, reopened)?,
+                Err(now) => seen = self.after_a_lost_race(now, m, reopened)?,
             }
+        }
+    }
+
+    /// The word to try next after a compare-and-swap for `m` failed, showing `now`:
+    /// `now` itself if the door is closed already or the table no longer starts `m`;
+    /// otherwise readers or waiters changed the word, and the door closes.
+    #[inline]
+    fn after_a_lost_race(
+        &self,
+        now: Word,
+        m: u64,
+        reopened: &impl Fn(Word),
+    ) -> Result<Word, Refusal> {
+        if now.is_door_closed() || Refusal::of(now, m).is_some() {
+            Ok(now)
+        } else {
+            self.close_door(m, reopened)
         }
     }
 
@@ -412,9 +429,10 @@ impl StateWord {
         }
     }
 
-    /// Spins (with yields) until no reader is inside its window. Only the thread that
-    /// just made the word `Processing` calls this, and no reader can enter again
-    /// until it publishes, so the wait is bounded by the readers already inside.
+    /// Spins (with yields) until no reader is inside its window. Only the owner of
+    /// `Processing(m)` calls this (before it touches the slot), and no reader can
+    /// enter again until it settles `m`, so the wait is bounded by the readers that
+    /// were inside when `m` started.
     pub fn drain_readers(&self) {
         let backoff = Backoff::new();
         // ORDERING: acquire pairs with each reader's release `leave`: their clone of the
@@ -449,8 +467,9 @@ impl StateWord {
         previous
     }
 
-    /// Takes over an unguarded `Processing(m)`, returning the word it replaced (whose
-    /// readers the caller must drain before it reclaims the slot); exactly one caller
+    /// Takes over an unguarded `Processing(m)`, returning the word it replaced (the
+    /// caller drains the readers still counted before it touches the slot, as every
+    /// owner does); exactly one caller
     /// per request wins. One read-modify-write whatever the state: clearing a bit that
     /// is not set changes nothing.
     #[inline]

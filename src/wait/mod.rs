@@ -80,8 +80,18 @@ impl<T, S: Slot<T>> SessionState<T, S> {
     ///
     /// This has no deadline: use [`wait_timeout`](Self::wait_timeout) unless the
     /// request's processor is known to be making progress.
+    #[inline]
     pub fn wait(&self, m: RequestNr) -> Result<Arc<T>, WaitError> {
-        match self.wait_blocking(m.get(), None) {
+        match self.read_at_once(m.get()) {
+            Some(response) => Ok(response),
+            None => self.wait_general(m.get()),
+        }
+    }
+
+    /// `wait` where the one-attempt read did not do.
+    #[inline(never)]
+    fn wait_general(&self, m: u64) -> Result<Arc<T>, WaitError> {
+        match self.wait_blocking(m, None) {
             Ok(r) => Ok(r),
             Err(WaitTimeoutError::Abandoned) => Err(WaitError::Abandoned),
             Err(WaitTimeoutError::Gone) => Err(WaitError::Gone),
