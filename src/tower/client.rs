@@ -1,13 +1,14 @@
 //! The client layer: numbers requests per session, keeps each request's bytes until its
 //! response arrives, and sends the same number again after connection errors.
 
-use super::key::{SessionId, ERROR_HEADER, REQUEST_HEADER, SESSION_HEADER};
+use super::body::{read_limited, ReadError};
+use super::key::{SessionId, ERROR_NAME, REQUEST_NAME, SESSION_NAME};
 use super::store::BoxError;
 use crate::RequestNr;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -66,7 +67,7 @@ pub enum ClientError {
         last: BoxError,
     },
     /// The server answered for the layer, not the service: `code` is its
-    /// [`ERROR_HEADER`] (`abandoned`, `unknown-session`, `table-full`, …).
+    /// [`ERROR_HEADER`](super::ERROR_HEADER) (`abandoned`, `unknown-session`, `table-full`, …).
     Refused {
         /// The answer's status.
         status: StatusCode,
@@ -210,13 +211,10 @@ where
         let numbering = Arc::clone(&self.numbering);
         Box::pin(async move {
             let (parts, body) = request.into_parts();
-            let body = match Limited::new(body, call.config.request_limit)
-                .collect()
-                .await
-            {
-                Ok(collected) => collected.to_bytes(),
-                Err(e) if e.is::<LengthLimitError>() => return Err(ClientError::RequestTooLarge),
-                Err(e) => return Err(ClientError::RequestBody(e)),
+            let body = match read_limited(body, call.config.request_limit).await {
+                Ok(body) => body,
+                Err(ReadError::TooLarge) => return Err(ClientError::RequestTooLarge),
+                Err(ReadError::Body(e)) => return Err(ClientError::RequestBody(e)),
             };
             let template = Template {
                 method: parts.method,
@@ -224,7 +222,7 @@ where
                 version: parts.version,
                 headers: parts.headers,
             };
-            let mut numbering = numbering.lock_owned().await;
+            let mut numbering = numbering.lock().await;
             call.numbered(&mut numbering, &template, body).await
         })
     }
@@ -244,11 +242,15 @@ impl Template {
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uri.clone();
         *request.version_mut() = self.version;
-        *request.headers_mut() = self.headers.clone();
+        // Room for the two headers made at once: the map never grows.
         let headers = request.headers_mut();
-        headers.insert(SESSION_HEADER, session);
+        headers.reserve(self.headers.len() + 2);
+        for (name, value) in &self.headers {
+            headers.append(name, value.clone());
+        }
+        headers.insert(SESSION_NAME, session);
         if m > 0 {
-            headers.insert(REQUEST_HEADER, HeaderValue::from(m));
+            headers.insert(REQUEST_NAME, HeaderValue::from(m));
         }
         request
     }
@@ -321,7 +323,7 @@ where
         let answer = self
             .until_answered(|| template.request(Bytes::new(), new.clone(), 0))
             .await?;
-        let id = answer.headers().get(SESSION_HEADER);
+        let id = answer.headers().get(SESSION_NAME);
         match id.and_then(|v| v.to_str().ok()).and_then(SessionId::parse) {
             Some(id) if answer.status() == StatusCode::CREATED => Ok(id),
             _ => Err(ClientError::Refused {
@@ -373,13 +375,10 @@ where
             Err(e) => return Attempt::Retry(e.into()),
         };
         let (parts, body) = answer.into_parts();
-        match Limited::new(body, self.config.response_limit)
-            .collect()
-            .await
-        {
-            Ok(body) => Attempt::Answered(Response::from_parts(parts, Full::new(body.to_bytes()))),
-            Err(e) if e.is::<LengthLimitError>() => Attempt::Fail(ClientError::ResponseTooLarge),
-            Err(e) => Attempt::Retry(e),
+        match read_limited(body, self.config.response_limit).await {
+            Ok(body) => Attempt::Answered(Response::from_parts(parts, Full::new(body))),
+            Err(ReadError::TooLarge) => Attempt::Fail(ClientError::ResponseTooLarge),
+            Err(ReadError::Body(e)) => Attempt::Retry(e),
         }
     }
 }
@@ -389,6 +388,6 @@ const RETRY_LATER: [&str; 4] = ["busy", "still-running", "over-budget", "table-f
 
 /// The layer's error code, if the server answered for the layer.
 fn refusal<B>(answer: &Response<B>) -> Option<String> {
-    let code = answer.headers().get(ERROR_HEADER)?.to_str().ok()?;
+    let code = answer.headers().get(ERROR_NAME)?.to_str().ok()?;
     Some(code.to_owned())
 }

@@ -33,10 +33,19 @@ impl SessionId {
 
     /// Parses the 16-digit hex form that [`Display`](fmt::Display) writes.
     pub fn parse(text: &str) -> Option<SessionId> {
+        SessionId::parse_bytes(text.as_bytes())
+    }
+
+    /// [`parse`](Self::parse) of the bytes of a header value.
+    fn parse_bytes(text: &[u8]) -> Option<SessionId> {
         if text.len() != 16 {
             return None;
         }
-        u64::from_str_radix(text, 16).ok().and_then(SessionId::new)
+        let n = text.iter().try_fold(0u64, |n, &d| {
+            let d = (d as char).to_digit(16)?;
+            Some(n << 4 | u64::from(d))
+        })?;
+        SessionId::new(n)
     }
 }
 
@@ -124,26 +133,39 @@ impl<B> KeyExtractor<http::Request<B>> for HeaderKey {
 
 /// The key a set of HTTP headers names (see [`HeaderKey`]).
 pub fn key_from_headers(headers: &http::HeaderMap) -> Result<Key, KeyError> {
-    let session = headers
-        .get(SESSION_HEADER)
-        .ok_or(KeyError::MissingSession)?
-        .to_str()
-        .map_err(|_| KeyError::BadSession)?;
-    if session == "new" {
+    // Looked up by ready-made names: nothing is parsed, validated or allocated for them.
+    let session = headers.get(&SESSION_NAME).ok_or(KeyError::MissingSession)?;
+    let session = session.as_bytes();
+    if session == b"new" {
         return Ok(Key::Create);
     }
-    let session = SessionId::parse(session).ok_or(KeyError::BadSession)?;
-    let request = headers
-        .get(REQUEST_HEADER)
-        .ok_or(KeyError::MissingRequest)?
-        .to_str()
-        .map_err(|_| KeyError::BadRequest)?;
-    let request: u64 = request.parse().map_err(|_| KeyError::BadRequest)?;
+    let session = SessionId::parse_bytes(session).ok_or(KeyError::BadSession)?;
+    let request = headers.get(&REQUEST_NAME).ok_or(KeyError::MissingRequest)?;
+    let request = parse_decimal(request.as_bytes()).ok_or(KeyError::BadRequest)?;
     if request == 0 {
         return Ok(Key::End { session });
     }
     let request = RequestNr::new(request).map_err(|_| KeyError::BadRequest)?;
     Ok(Key::Call { session, request })
+}
+
+/// [`SESSION_HEADER`] as a header name.
+pub(crate) const SESSION_NAME: http::HeaderName = http::HeaderName::from_static(SESSION_HEADER);
+/// [`REQUEST_HEADER`] as a header name.
+pub(crate) const REQUEST_NAME: http::HeaderName = http::HeaderName::from_static(REQUEST_HEADER);
+/// [`ERROR_HEADER`] as a header name.
+pub(crate) const ERROR_NAME: http::HeaderName = http::HeaderName::from_static(ERROR_HEADER);
+
+/// A decimal number of 1 to 20 ASCII digits that fits a `u64`, as `str::parse` takes it
+/// without its sign.
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 20 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        let d = (d as char).to_digit(10)?;
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
 }
 
 #[cfg(test)]
@@ -196,6 +218,25 @@ mod tests {
             ),
             (
                 vec![(SESSION_HEADER, s.as_str()), (REQUEST_HEADER, &too_big)],
+                KeyError::BadRequest,
+            ),
+            (
+                vec![(SESSION_HEADER, "000000000000000g")],
+                KeyError::BadSession,
+            ),
+            (
+                vec![(SESSION_HEADER, s.as_str()), (REQUEST_HEADER, "7x")],
+                KeyError::BadRequest,
+            ),
+            (
+                vec![(SESSION_HEADER, s.as_str()), (REQUEST_HEADER, "")],
+                KeyError::BadRequest,
+            ),
+            (
+                vec![
+                    (SESSION_HEADER, s.as_str()),
+                    (REQUEST_HEADER, "99999999999999999999"),
+                ],
                 KeyError::BadRequest,
             ),
         ] {
