@@ -98,6 +98,7 @@ where
 enum Setup {
     Plain,
     Bare,
+    EmptyLayer,
     ServerLayer,
     BothLayers,
 }
@@ -106,9 +107,12 @@ enum Setup {
 /// the layered setups (the two numbering headers included) to the server without the
 /// layer, so that only the layer's work differs. `Plain` leaves the headers out: the
 /// difference is what the protocol's two header lines cost hyper and the client.
-const SETUPS: [(Setup, &str); 4] = [
+/// `EmptyLayer` is the bare setup with a layer that only passes requests on: what axum
+/// charges for any layer.
+const SETUPS: [(Setup, &str); 5] = [
     (Setup::Plain, "plain (no layer, no headers)"),
     (Setup::Bare, "bare (no layer, same headers)"),
+    (Setup::EmptyLayer, "empty layer, same headers"),
     (Setup::ServerLayer, "HttpLayer, numbered by hand"),
     (Setup::BothLayers, "Client + HttpLayer"),
 ];
@@ -170,6 +174,27 @@ impl Service<http::Request<Body>> for ByHand {
     }
 }
 
+/// A layer's service that passes every request on and does nothing else.
+#[derive(Clone)]
+struct PassOn<S>(S);
+
+impl<S: Service<R>, R> Service<R> for PassOn<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        self.0.call(request)
+    }
+}
+
 /// One round: `clients` tasks for `seconds`; returns calls/s and p99.
 async fn round(setup: Setup, addr: SocketAddr, s: &Settings) -> (f64, Duration) {
     let until = Instant::now() + Duration::from_secs_f64(s.seconds);
@@ -181,7 +206,7 @@ async fn round(setup: Setup, addr: SocketAddr, s: &Settings) -> (f64, Duration) 
             tokio::spawn(async move {
                 match setup {
                     Setup::Plain => calls_until(pool, url, until).await,
-                    Setup::Bare => {
+                    Setup::Bare | Setup::EmptyLayer => {
                         let session = http::HeaderValue::from_static(BARE_SESSION);
                         calls_until(ByHand::numbering(pool, session), url, until).await
                     }
@@ -224,6 +249,7 @@ async fn main() {
         s.clients, s.rounds, s.seconds
     );
     let bare = serve(app(Arc::default())).await;
+    let empty = serve(app(Arc::default()).layer(tower_layer::layer_fn(PassOn))).await;
     let layer = HttpLayer::new(1 << 20, TableConfig::default(), Budget::new(256 << 20));
     let layered = serve(app(Arc::default()).layer(layer)).await;
     let mut rounds: Vec<Vec<(f64, Duration)>> = vec![Vec::new(); SETUPS.len()];
@@ -235,6 +261,7 @@ async fn main() {
             }
             let addr = match setup {
                 Setup::Plain | Setup::Bare => bare,
+                Setup::EmptyLayer => empty,
                 Setup::ServerLayer | Setup::BothLayers => layered,
             };
             rounds[i].push(round(*setup, addr, &s).await);

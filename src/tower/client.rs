@@ -250,10 +250,28 @@ impl Template {
         }
         headers.insert(SESSION_NAME, session);
         if m > 0 {
-            headers.insert(REQUEST_NAME, HeaderValue::from(m));
+            headers.insert(REQUEST_NAME, decimal(m));
         }
         request
     }
+}
+
+/// `m` in decimal as a header value, made in one allocation (`HeaderValue::from` takes
+/// two).
+fn decimal(m: u64) -> HeaderValue {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = m;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let digits = Bytes::copy_from_slice(&digits[at..]);
+    HeaderValue::from_maybe_shared(digits).expect("decimal digits are a header value")
 }
 
 /// What one attempt came to.
@@ -390,4 +408,16 @@ const RETRY_LATER: [&str; 4] = ["busy", "still-running", "over-budget", "table-f
 fn refusal<B>(answer: &Response<B>) -> Option<String> {
     let code = answer.headers().get(ERROR_NAME)?.to_str().ok()?;
     Some(code.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_numbers_are_written_in_decimal() {
+        for m in [0, 1, 9, 10, 4711, u64::MAX] {
+            assert_eq!(decimal(m), HeaderValue::from(m));
+        }
+    }
 }
