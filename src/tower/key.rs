@@ -133,20 +133,36 @@ impl<B> KeyExtractor<http::Request<B>> for HeaderKey {
 
 /// The key a set of HTTP headers names (see [`HeaderKey`]).
 pub fn key_from_headers(headers: &http::HeaderMap) -> Result<Key, KeyError> {
-    // Looked up by ready-made names: nothing is parsed, validated or allocated for them.
-    let session = headers.get(&SESSION_NAME).ok_or(KeyError::MissingSession)?;
-    let session = session.as_bytes();
+    let (session, request) = key_headers(headers);
+    let session = session.ok_or(KeyError::MissingSession)?.as_bytes();
     if session == b"new" {
         return Ok(Key::Create);
     }
     let session = SessionId::parse_bytes(session).ok_or(KeyError::BadSession)?;
-    let request = headers.get(&REQUEST_NAME).ok_or(KeyError::MissingRequest)?;
+    let request = request.ok_or(KeyError::MissingRequest)?;
     let request = parse_decimal(request.as_bytes()).ok_or(KeyError::BadRequest)?;
     if request == 0 {
         return Ok(Key::End { session });
     }
     let request = RequestNr::new(request).map_err(|_| KeyError::BadRequest)?;
     Ok(Key::Call { session, request })
+}
+
+/// The first values of the session and request headers, as `HeaderMap::get` gives
+/// them, found in one pass that compares names without hashing them (a request has few
+/// headers; a name of another length is passed over at its first comparison).
+fn key_headers(
+    headers: &http::HeaderMap,
+) -> (Option<&http::HeaderValue>, Option<&http::HeaderValue>) {
+    let (mut session, mut request) = (None, None);
+    for (name, value) in headers {
+        if *name == SESSION_NAME {
+            session.get_or_insert(value);
+        } else if *name == REQUEST_NAME {
+            request.get_or_insert(value);
+        }
+    }
+    (session, request)
 }
 
 /// [`SESSION_HEADER`] as a header name.
@@ -242,6 +258,27 @@ mod tests {
         ] {
             assert_eq!(key_from_headers(&headers(&pairs)), Err(error));
         }
+    }
+
+    #[test]
+    fn a_repeated_header_counts_with_its_first_value_among_other_headers() {
+        let s = SessionId::new(5).unwrap().to_string();
+        let mut pairs = vec![
+            ("host", "example"),
+            (REQUEST_HEADER, "3"),
+            ("accept", "*/*"),
+        ];
+        pairs.extend([(SESSION_HEADER, s.as_str()), (REQUEST_HEADER, "4")]);
+        pairs.push((SESSION_HEADER, "new"));
+        let map = headers(&pairs);
+        assert_eq!(map.get(REQUEST_HEADER).unwrap(), "3");
+        assert_eq!(
+            key_from_headers(&map),
+            Ok(Key::Call {
+                session: SessionId::new(5).unwrap(),
+                request: RequestNr::new(3).unwrap()
+            })
+        );
     }
 
     #[test]
