@@ -2,7 +2,7 @@
 //! response arrives, and sends the same number again after connection errors.
 
 use super::body::{read_limited, ReadError};
-use super::key::{SessionId, ERROR_NAME, REQUEST_NAME, SESSION_NAME};
+use super::key::{header, SessionId, ERROR_NAME, REQUEST_NAME, SESSION_NAME};
 use super::store::BoxError;
 use crate::RequestNr;
 use bytes::Bytes;
@@ -24,7 +24,7 @@ use tower_service::Service;
 /// How the client retries and how much it buffers.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientConfig {
-    /// How long one call keeps retrying after connection errors before it gives up.
+    /// How long one call keeps retrying, from its first failed attempt, before it gives up.
     pub retry_for: Duration,
     /// The pause after the first failed attempt; it doubles after each one.
     pub first_backoff: Duration,
@@ -359,7 +359,8 @@ where
         &mut self,
         request: impl Fn() -> Request<Full<Bytes>>,
     ) -> Result<Response<Full<Bytes>>, ClientError> {
-        let deadline = Instant::now() + self.config.retry_for;
+        // Set at the first failure: a call answered at once reads no clock.
+        let mut deadline = None;
         let mut backoff = self.config.first_backoff;
         let mut attempts = 0;
         loop {
@@ -374,7 +375,9 @@ where
                 Attempt::Retry(e) => e,
                 Attempt::Fail(e) => return Err(e),
             };
-            if Instant::now() + backoff > deadline {
+            let now = Instant::now();
+            let deadline = *deadline.get_or_insert(now + self.config.retry_for);
+            if now + backoff > deadline {
                 return Err(ClientError::GaveUp { attempts, last });
             }
             tokio::time::sleep(backoff).await;
@@ -406,7 +409,7 @@ const RETRY_LATER: [&str; 4] = ["busy", "still-running", "over-budget", "table-f
 
 /// The layer's error code, if the server answered for the layer.
 fn refusal<B>(answer: &Response<B>) -> Option<String> {
-    let code = answer.headers().get(ERROR_NAME)?.to_str().ok()?;
+    let code = header(answer.headers(), &ERROR_NAME)?.to_str().ok()?;
     Some(code.to_owned())
 }
 

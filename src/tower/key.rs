@@ -165,6 +165,15 @@ fn key_headers(
     (session, request)
 }
 
+/// The first value of header `name`, as `HeaderMap::get` gives it, found by comparing
+/// names rather than hashing `name`: cheaper for the few headers of a request or answer.
+pub(crate) fn header<'h>(
+    headers: &'h http::HeaderMap,
+    name: &http::HeaderName,
+) -> Option<&'h http::HeaderValue> {
+    headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+}
+
 /// [`SESSION_HEADER`] as a header name.
 pub(crate) const SESSION_NAME: http::HeaderName = http::HeaderName::from_static(SESSION_HEADER);
 /// [`REQUEST_HEADER`] as a header name.
