@@ -1,13 +1,14 @@
 //! The client layer: numbers requests per session, keeps each request's bytes until its
 //! response arrives, and sends the same number again after connection errors.
 
-use super::key::{SessionId, ERROR_HEADER, REQUEST_HEADER, SESSION_HEADER};
+use super::body::{read_limited, ReadError};
+use super::key::{header, SessionId, ERROR_NAME, REQUEST_NAME, SESSION_NAME};
 use super::store::BoxError;
 use crate::RequestNr;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -23,7 +24,7 @@ use tower_service::Service;
 /// How the client retries and how much it buffers.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientConfig {
-    /// How long one call keeps retrying after connection errors before it gives up.
+    /// How long one call keeps retrying, from its first failed attempt, before it gives up.
     pub retry_for: Duration,
     /// The pause after the first failed attempt; it doubles after each one.
     pub first_backoff: Duration,
@@ -66,7 +67,7 @@ pub enum ClientError {
         last: BoxError,
     },
     /// The server answered for the layer, not the service: `code` is its
-    /// [`ERROR_HEADER`] (`abandoned`, `unknown-session`, `table-full`, …).
+    /// [`ERROR_HEADER`](super::ERROR_HEADER) (`abandoned`, `unknown-session`, `table-full`, …).
     Refused {
         /// The answer's status.
         status: StatusCode,
@@ -210,13 +211,10 @@ where
         let numbering = Arc::clone(&self.numbering);
         Box::pin(async move {
             let (parts, body) = request.into_parts();
-            let body = match Limited::new(body, call.config.request_limit)
-                .collect()
-                .await
-            {
-                Ok(collected) => collected.to_bytes(),
-                Err(e) if e.is::<LengthLimitError>() => return Err(ClientError::RequestTooLarge),
-                Err(e) => return Err(ClientError::RequestBody(e)),
+            let body = match read_limited(body, call.config.request_limit).await {
+                Ok(body) => body,
+                Err(ReadError::TooLarge) => return Err(ClientError::RequestTooLarge),
+                Err(ReadError::Body(e)) => return Err(ClientError::RequestBody(e)),
             };
             let template = Template {
                 method: parts.method,
@@ -224,7 +222,7 @@ where
                 version: parts.version,
                 headers: parts.headers,
             };
-            let mut numbering = numbering.lock_owned().await;
+            let mut numbering = numbering.lock().await;
             call.numbered(&mut numbering, &template, body).await
         })
     }
@@ -244,14 +242,36 @@ impl Template {
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uri.clone();
         *request.version_mut() = self.version;
-        *request.headers_mut() = self.headers.clone();
+        // Room for the two headers made at once: the map never grows.
         let headers = request.headers_mut();
-        headers.insert(SESSION_HEADER, session);
+        headers.reserve(self.headers.len() + 2);
+        for (name, value) in &self.headers {
+            headers.append(name, value.clone());
+        }
+        headers.insert(SESSION_NAME, session);
         if m > 0 {
-            headers.insert(REQUEST_HEADER, HeaderValue::from(m));
+            headers.insert(REQUEST_NAME, decimal(m));
         }
         request
     }
+}
+
+/// `m` in decimal as a header value, made in one allocation (`HeaderValue::from` takes
+/// two).
+fn decimal(m: u64) -> HeaderValue {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = m;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let digits = Bytes::copy_from_slice(&digits[at..]);
+    HeaderValue::from_maybe_shared(digits).expect("decimal digits are a header value")
 }
 
 /// What one attempt came to.
@@ -321,7 +341,7 @@ where
         let answer = self
             .until_answered(|| template.request(Bytes::new(), new.clone(), 0))
             .await?;
-        let id = answer.headers().get(SESSION_HEADER);
+        let id = answer.headers().get(SESSION_NAME);
         match id.and_then(|v| v.to_str().ok()).and_then(SessionId::parse) {
             Some(id) if answer.status() == StatusCode::CREATED => Ok(id),
             _ => Err(ClientError::Refused {
@@ -339,7 +359,8 @@ where
         &mut self,
         request: impl Fn() -> Request<Full<Bytes>>,
     ) -> Result<Response<Full<Bytes>>, ClientError> {
-        let deadline = Instant::now() + self.config.retry_for;
+        // Set at the first failure: a call answered at once reads no clock.
+        let mut deadline = None;
         let mut backoff = self.config.first_backoff;
         let mut attempts = 0;
         loop {
@@ -354,7 +375,9 @@ where
                 Attempt::Retry(e) => e,
                 Attempt::Fail(e) => return Err(e),
             };
-            if Instant::now() + backoff > deadline {
+            let now = Instant::now();
+            let deadline = *deadline.get_or_insert(now + self.config.retry_for);
+            if now + backoff > deadline {
                 return Err(ClientError::GaveUp { attempts, last });
             }
             tokio::time::sleep(backoff).await;
@@ -373,13 +396,10 @@ where
             Err(e) => return Attempt::Retry(e.into()),
         };
         let (parts, body) = answer.into_parts();
-        match Limited::new(body, self.config.response_limit)
-            .collect()
-            .await
-        {
-            Ok(body) => Attempt::Answered(Response::from_parts(parts, Full::new(body.to_bytes()))),
-            Err(e) if e.is::<LengthLimitError>() => Attempt::Fail(ClientError::ResponseTooLarge),
-            Err(e) => Attempt::Retry(e),
+        match read_limited(body, self.config.response_limit).await {
+            Ok(body) => Attempt::Answered(Response::from_parts(parts, Full::new(body))),
+            Err(ReadError::TooLarge) => Attempt::Fail(ClientError::ResponseTooLarge),
+            Err(ReadError::Body(e)) => Attempt::Retry(e),
         }
     }
 }
@@ -389,6 +409,18 @@ const RETRY_LATER: [&str; 4] = ["busy", "still-running", "over-budget", "table-f
 
 /// The layer's error code, if the server answered for the layer.
 fn refusal<B>(answer: &Response<B>) -> Option<String> {
-    let code = answer.headers().get(ERROR_HEADER)?.to_str().ok()?;
+    let code = header(answer.headers(), &ERROR_NAME)?.to_str().ok()?;
     Some(code.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_numbers_are_written_in_decimal() {
+        for m in [0, 1, 9, 10, 4711, u64::MAX] {
+            assert_eq!(decimal(m), HeaderValue::from(m));
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! The response futures of the server services.
 
 use super::error::Error;
+use super::service::{Answer, RunToEnd};
 use bytes::Bytes;
 use http::Response;
 use http_body_util::Full;
@@ -11,30 +12,47 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-type Answer<O, E> = Result<O, Error<E>>;
-
 /// The future of [`ExactlyOnce`](super::ExactlyOnce): the answer to one request.
-pub struct ResponseFuture<O, E> {
-    answer: Pin<Box<dyn Future<Output = Answer<O, E>> + Send>>,
+pub struct ResponseFuture<O: Send + 'static, E: Send + 'static> {
+    state: State<O, E>,
 }
 
-impl<O, E> ResponseFuture<O, E> {
-    pub(crate) fn new(answer: impl Future<Output = Answer<O, E>> + Send + 'static) -> Self {
+enum State<O: Send + 'static, E: Send + 'static> {
+    /// Decided without a run: taken by the first poll.
+    Ready(Option<Answer<O, E>>),
+    /// The run, or the wait for the copy that runs the request.
+    Running(RunToEnd<O, E>),
+}
+
+impl<O: Send + 'static, E: Send + 'static> ResponseFuture<O, E> {
+    pub(crate) fn ready(answer: Answer<O, E>) -> Self {
         ResponseFuture {
-            answer: Box::pin(answer),
+            state: State::Ready(Some(answer)),
+        }
+    }
+
+    pub(crate) fn running(run: RunToEnd<O, E>) -> Self {
+        ResponseFuture {
+            state: State::Running(run),
         }
     }
 }
 
-impl<O, E> Future for ResponseFuture<O, E> {
+// Nothing in it is ever pinned: a ready answer is moved out, and the run is boxed.
+impl<O: Send + 'static, E: Send + 'static> Unpin for ResponseFuture<O, E> {}
+
+impl<O: Send + 'static, E: Send + 'static> Future for ResponseFuture<O, E> {
     type Output = Answer<O, E>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.answer.as_mut().poll(cx)
+        match &mut self.state {
+            State::Ready(answer) => Poll::Ready(answer.take().expect("polled after completion")),
+            State::Running(run) => Pin::new(run).poll(cx),
+        }
     }
 }
 
-impl<O, E> fmt::Debug for ResponseFuture<O, E> {
+impl<O: Send + 'static, E: Send + 'static> fmt::Debug for ResponseFuture<O, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ResponseFuture")
     }

@@ -33,10 +33,19 @@ impl SessionId {
 
     /// Parses the 16-digit hex form that [`Display`](fmt::Display) writes.
     pub fn parse(text: &str) -> Option<SessionId> {
+        SessionId::parse_bytes(text.as_bytes())
+    }
+
+    /// [`parse`](Self::parse) of the bytes of a header value.
+    fn parse_bytes(text: &[u8]) -> Option<SessionId> {
         if text.len() != 16 {
             return None;
         }
-        u64::from_str_radix(text, 16).ok().and_then(SessionId::new)
+        let n = text.iter().try_fold(0u64, |n, &d| {
+            let d = (d as char).to_digit(16)?;
+            Some(n << 4 | u64::from(d))
+        })?;
+        SessionId::new(n)
     }
 }
 
@@ -124,26 +133,64 @@ impl<B> KeyExtractor<http::Request<B>> for HeaderKey {
 
 /// The key a set of HTTP headers names (see [`HeaderKey`]).
 pub fn key_from_headers(headers: &http::HeaderMap) -> Result<Key, KeyError> {
-    let session = headers
-        .get(SESSION_HEADER)
-        .ok_or(KeyError::MissingSession)?
-        .to_str()
-        .map_err(|_| KeyError::BadSession)?;
-    if session == "new" {
+    let (session, request) = key_headers(headers);
+    let session = session.ok_or(KeyError::MissingSession)?.as_bytes();
+    if session == b"new" {
         return Ok(Key::Create);
     }
-    let session = SessionId::parse(session).ok_or(KeyError::BadSession)?;
-    let request = headers
-        .get(REQUEST_HEADER)
-        .ok_or(KeyError::MissingRequest)?
-        .to_str()
-        .map_err(|_| KeyError::BadRequest)?;
-    let request: u64 = request.parse().map_err(|_| KeyError::BadRequest)?;
+    let session = SessionId::parse_bytes(session).ok_or(KeyError::BadSession)?;
+    let request = request.ok_or(KeyError::MissingRequest)?;
+    let request = parse_decimal(request.as_bytes()).ok_or(KeyError::BadRequest)?;
     if request == 0 {
         return Ok(Key::End { session });
     }
     let request = RequestNr::new(request).map_err(|_| KeyError::BadRequest)?;
     Ok(Key::Call { session, request })
+}
+
+/// The first values of the session and request headers, as `HeaderMap::get` gives
+/// them, found in one pass that compares names without hashing them (a request has few
+/// headers; a name of another length is passed over at its first comparison).
+fn key_headers(
+    headers: &http::HeaderMap,
+) -> (Option<&http::HeaderValue>, Option<&http::HeaderValue>) {
+    let (mut session, mut request) = (None, None);
+    for (name, value) in headers {
+        if *name == SESSION_NAME {
+            session.get_or_insert(value);
+        } else if *name == REQUEST_NAME {
+            request.get_or_insert(value);
+        }
+    }
+    (session, request)
+}
+
+/// The first value of header `name`, as `HeaderMap::get` gives it, found by comparing
+/// names rather than hashing `name`: cheaper for the few headers of a request or answer.
+pub(crate) fn header<'h>(
+    headers: &'h http::HeaderMap,
+    name: &http::HeaderName,
+) -> Option<&'h http::HeaderValue> {
+    headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+}
+
+/// [`SESSION_HEADER`] as a header name.
+pub(crate) const SESSION_NAME: http::HeaderName = http::HeaderName::from_static(SESSION_HEADER);
+/// [`REQUEST_HEADER`] as a header name.
+pub(crate) const REQUEST_NAME: http::HeaderName = http::HeaderName::from_static(REQUEST_HEADER);
+/// [`ERROR_HEADER`] as a header name.
+pub(crate) const ERROR_NAME: http::HeaderName = http::HeaderName::from_static(ERROR_HEADER);
+
+/// A decimal number of 1 to 20 ASCII digits that fits a `u64`, as `str::parse` takes it
+/// without its sign.
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 20 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        let d = (d as char).to_digit(10)?;
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
 }
 
 #[cfg(test)]
@@ -198,9 +245,49 @@ mod tests {
                 vec![(SESSION_HEADER, s.as_str()), (REQUEST_HEADER, &too_big)],
                 KeyError::BadRequest,
             ),
+            (
+                vec![(SESSION_HEADER, "000000000000000g")],
+                KeyError::BadSession,
+            ),
+            (
+                vec![(SESSION_HEADER, s.as_str()), (REQUEST_HEADER, "7x")],
+                KeyError::BadRequest,
+            ),
+            (
+                vec![(SESSION_HEADER, s.as_str()), (REQUEST_HEADER, "")],
+                KeyError::BadRequest,
+            ),
+            (
+                vec![
+                    (SESSION_HEADER, s.as_str()),
+                    (REQUEST_HEADER, "99999999999999999999"),
+                ],
+                KeyError::BadRequest,
+            ),
         ] {
             assert_eq!(key_from_headers(&headers(&pairs)), Err(error));
         }
+    }
+
+    #[test]
+    fn a_repeated_header_counts_with_its_first_value_among_other_headers() {
+        let s = SessionId::new(5).unwrap().to_string();
+        let mut pairs = vec![
+            ("host", "example"),
+            (REQUEST_HEADER, "3"),
+            ("accept", "*/*"),
+        ];
+        pairs.extend([(SESSION_HEADER, s.as_str()), (REQUEST_HEADER, "4")]);
+        pairs.push((SESSION_HEADER, "new"));
+        let map = headers(&pairs);
+        assert_eq!(map.get(REQUEST_HEADER).unwrap(), "3");
+        assert_eq!(
+            key_from_headers(&map),
+            Ok(Key::Call {
+                session: SessionId::new(5).unwrap(),
+                request: RequestNr::new(3).unwrap()
+            })
+        );
     }
 
     #[test]

@@ -89,6 +89,7 @@
 //!   the run of a caller that went away needs a tokio runtime (outside one, that run is
 //!   dropped, which abandons its request).
 
+mod body;
 mod client;
 mod error;
 mod error_responses;

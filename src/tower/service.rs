@@ -2,8 +2,7 @@
 
 use super::error::Error;
 use super::future::ResponseFuture;
-use super::key::SessionId;
-use super::key::{Key, KeyError, KeyExtractor};
+use super::key::{Key, KeyError, KeyExtractor, SessionId};
 use super::store::{Store, StoreResponse};
 use crate::answer::{after_wait, first_step, Refusal, Reply, Silence, Step};
 use crate::table::{Attached, Reservation, SessionTable, TableError};
@@ -82,68 +81,59 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
+        let run = match self.admit(self.key.key(&request)) {
+            Admitted::Run(run) => run,
+            Admitted::Answer(answer) => return ResponseFuture::ready(answer),
+        };
         // The ready service goes with this call; the clone waits for the next one.
         let ready = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, ready);
-        let call = Call {
-            key: self.key.key(&request),
-            store: self.store.clone(),
-            sessions: self.sessions.clone(),
-            resend_timeout: self.resend_timeout,
-        };
-        ResponseFuture::new(call.answer(inner, request))
+        ResponseFuture::running(RunToEnd::new(run.once(inner, request)))
     }
 }
 
-/// One request's way through the layer.
-struct Call<St: Store> {
-    key: Result<Key, KeyError>,
-    store: St,
-    sessions: SessionTable<St::Stored>,
-    resend_timeout: Option<Duration>,
+/// What the layer does with a request, decided before anything is awaited.
+enum Admitted<St: Store, E> {
+    /// Answered at once: a session created or ended, or a refusal.
+    Answer(Result<St::Output, Error<E>>),
+    /// Triaged and then run, or answered from the store.
+    Run(Run<St>),
 }
 
-impl<St: Store + Clone + Send + Sync + 'static> Call<St> {
-    async fn answer<S, Req>(self, inner: S, request: Req) -> Result<St::Output, Error<S::Error>>
-    where
-        Req: Send + 'static,
-        S: Service<Req> + Send + 'static,
-        S::Future: Send,
-        S::Response: Send,
-        S::Error: Send + 'static,
-        St: StoreResponse<S::Response>,
-    {
-        let (session, m) = match self.key.map_err(Error::Key)? {
-            Key::Create => {
+impl<S, K, St: Store + Clone> ExactlyOnce<S, K, St> {
+    /// Creates or ends the session, or reserves what a run needs and attaches to its
+    /// session.
+    fn admit<E>(&self, key: Result<Key, KeyError>) -> Admitted<St, E> {
+        let (session, m) = match key {
+            Err(e) => return Admitted::Answer(Err(Error::Key(e))),
+            Ok(Key::Create) => {
                 // Detached at once: unused, it expires within the table's unused expiry.
-                let created = self.sessions.create().map_err(table_error)?;
-                let id = SessionId::new(created.id()).expect("the table never makes id 0");
-                return Ok(self.store.session_created(id));
+                let created = self.sessions.create().map_err(table_error).map(|created| {
+                    let id = SessionId::new(created.id()).expect("the table never makes id 0");
+                    self.store.session_created(id)
+                });
+                return Admitted::Answer(created);
             }
-            Key::End { session } => {
+            Ok(Key::End { session }) => {
                 self.sessions.end(session.get());
-                return Ok(self.store.session_ended());
+                return Admitted::Answer(Ok(self.store.session_ended()));
             }
-            Key::Call { session, request } => (session, request),
+            Ok(Key::Call { session, request }) => (session, request),
         };
-        let reserved = self
-            .sessions
-            .budget()
-            .try_reserve(self.store.in_flight_bytes());
-        let reserved = reserved.ok_or(Error::OverBudget)?;
-        let session = self.sessions.attach(session.get()).map_err(table_error)?;
-        let run = Run {
-            _reserved: reserved,
-            session,
-            m,
-            store: self.store.clone(),
-            resend_timeout: self.resend_timeout,
+        let budget = self.sessions.budget();
+        let Some(reserved) = budget.try_reserve(self.store.in_flight_bytes()) else {
+            return Admitted::Answer(Err(Error::OverBudget));
         };
-        let stored = match RunToEnd::new(run.once(inner, request)).await {
-            Some(outcome) => outcome?,
-            None => return Err(Error::Abandoned),
-        };
-        Ok(self.store.replay(&stored))
+        match self.sessions.attach(session.get()) {
+            Err(e) => Admitted::Answer(Err(table_error(e))),
+            Ok(session) => Admitted::Run(Run {
+                _reserved: reserved,
+                session,
+                m,
+                store: self.store.clone(),
+                resend_timeout: self.resend_timeout,
+            }),
+        }
     }
 }
 
@@ -166,20 +156,16 @@ struct Run<St: Store> {
 }
 
 impl<St: Store + Send + 'static> Run<St> {
-    /// Triages request `m` and runs it, or waits for the copy that runs it.
-    async fn once<S, Req>(
-        self,
-        mut inner: S,
-        request: Req,
-    ) -> Result<Arc<St::Stored>, Error<S::Error>>
+    /// Triages request `m` and runs it, or waits for the copy that runs it; the answer.
+    async fn once<S, Req>(self, mut inner: S, request: Req) -> Result<St::Output, Error<S::Error>>
     where
         S: Service<Req>,
         St: StoreResponse<S::Response>,
     {
         let guard = match first_step(self.session.state().triage(self.m)) {
             Step::Process(guard) => guard,
-            Step::AwaitResend => return refused(after_wait(self.settled().await)),
-            Step::Reply(reply) => return refused(reply),
+            Step::AwaitResend => return self.replay(after_wait(self.settled().await)),
+            Step::Reply(reply) => return self.replay(reply),
         };
         let response = match inner.call(request).await {
             Ok(response) => response,
@@ -189,16 +175,21 @@ impl<St: Store + Send + 'static> Run<St> {
             }
         };
         match self.store.store(response).await {
-            Ok(stored) => {
+            Ok((stored, first)) => {
                 let stored = guard.complete(stored);
                 self.session.retain(&stored);
-                Ok(stored)
+                Ok(first)
             }
             Err(e) => {
                 guard.abandon();
                 Err(Error::Store(e))
             }
         }
+    }
+
+    /// The answer to a copy that did not run the request.
+    fn replay<E>(&self, reply: Reply<St::Stored>) -> Result<St::Output, Error<E>> {
+        refused(reply).map(|stored| self.store.replay(&stored))
     }
 
     /// The outcome of `m`, which another copy of the request is running or has run:
@@ -215,25 +206,30 @@ impl<St: Store + Send + 'static> Run<St> {
     }
 }
 
+/// The answer to one request, or the error that replaces it.
+pub(crate) type Answer<O, E> = Result<O, Error<E>>;
+
 /// A run polled in its caller's task that, if the caller goes away first (its
 /// connection cut), finishes in a task of its own: the client's resend then gets its
 /// response, and a request is never abandoned for a lost connection. A panic in the
-/// run is caught here; dropping the run abandons its request.
-struct RunToEnd<F: Future + Send + 'static> {
-    run: Option<Pin<Box<F>>>,
+/// run is caught here; dropping the run abandons its request. The run is boxed (one
+/// allocation per run): only a boxed future can move to a task of its own.
+pub(crate) struct RunToEnd<O: Send + 'static, E: Send + 'static> {
+    run: Option<BoxedRun<O, E>>,
 }
 
-impl<F: Future + Send + 'static> RunToEnd<F> {
-    fn new(run: F) -> Self {
+type BoxedRun<O, E> = Pin<Box<dyn Future<Output = Answer<O, E>> + Send>>;
+
+impl<O: Send + 'static, E: Send + 'static> RunToEnd<O, E> {
+    fn new(run: impl Future<Output = Answer<O, E>> + Send + 'static) -> Self {
         RunToEnd {
             run: Some(Box::pin(run)),
         }
     }
 }
 
-impl<F: Future + Send + 'static> Future for RunToEnd<F> {
-    /// `None` if the run panicked.
-    type Output = Option<F::Output>;
+impl<O: Send + 'static, E: Send + 'static> Future for RunToEnd<O, E> {
+    type Output = Answer<O, E>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let run = self.run.as_mut().expect("polled after completion");
@@ -242,19 +238,19 @@ impl<F: Future + Send + 'static> Future for RunToEnd<F> {
         let polled = panic::catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(cx)));
         match polled {
             Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(outcome)) => {
+            Ok(Poll::Ready(answer)) => {
                 self.run = None;
-                Poll::Ready(Some(outcome))
+                Poll::Ready(answer)
             }
             Err(_panicked) => {
                 self.run = None;
-                Poll::Ready(None)
+                Poll::Ready(Err(Error::Abandoned))
             }
         }
     }
 }
 
-impl<F: Future + Send + 'static> Drop for RunToEnd<F> {
+impl<O: Send + 'static, E: Send + 'static> Drop for RunToEnd<O, E> {
     fn drop(&mut self) {
         if let Some(run) = self.run.take() {
             // Outside a runtime the run is dropped, which abandons its request.

@@ -1,25 +1,25 @@
 //! How a response is kept for resends and answered again: [`Store`], with
 //! [`CloneStore`] for responses that are `Clone` and [`HttpStore`] for HTTP.
 
-use super::key::{SessionId, ERROR_HEADER, SESSION_HEADER};
+use super::body::{read_limited, ReadError};
+use super::key::{SessionId, ERROR_NAME, SESSION_NAME};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, Version};
 use http_body::Body;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use std::fmt;
 use std::future::Future;
 
 /// Errors a body may fail with, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// How responses are kept for resends and answered from, every copy of a request
-/// alike (the first included).
+/// How responses are kept for resends and answered from.
 pub trait Store {
     /// What the session keeps until the client sends its next request.
     type Stored: Send + Sync + 'static;
     /// What the layer answers.
     type Output;
-    /// The answer to every copy of the request.
+    /// The answer to every resend of a request: the same as the first answer.
     fn replay(&self, stored: &Self::Stored) -> Self::Output;
     /// The answer to a request that created session `id`.
     fn session_created(&self, id: SessionId) -> Self::Output;
@@ -35,8 +35,13 @@ pub trait Store {
 
 /// A [`Store`] that can keep the inner service's response `R`.
 pub trait StoreResponse<R>: Store {
-    /// Reads the response in full (e.g. buffers its body).
-    fn store(&self, response: R) -> impl Future<Output = Result<Self::Stored, StoreError>> + Send;
+    /// Reads the response in full (e.g. buffers its body): what the session keeps for
+    /// resends, and the answer to the copy that ran the request (which
+    /// [`replay`](Store::replay) of the kept response must equal).
+    fn store(
+        &self,
+        response: R,
+    ) -> impl Future<Output = Result<(Self::Stored, Self::Output), StoreError>> + Send;
 }
 
 /// Why a response could not be stored; its request is abandoned.
@@ -84,8 +89,8 @@ impl<R> fmt::Debug for CloneStore<R> {
 }
 
 impl<R: Clone + Send + Sync + 'static> StoreResponse<R> for CloneStore<R> {
-    fn store(&self, response: R) -> impl Future<Output = Result<R, StoreError>> + Send {
-        std::future::ready(Ok(response))
+    fn store(&self, response: R) -> impl Future<Output = Result<(R, R), StoreError>> + Send {
+        std::future::ready(Ok((response.clone(), response)))
     }
 }
 
@@ -151,21 +156,26 @@ where
     fn store(
         &self,
         response: Response<B>,
-    ) -> impl Future<Output = Result<StoredResponse, StoreError>> + Send {
+    ) -> impl Future<Output = Result<(StoredResponse, Response<Full<Bytes>>), StoreError>> + Send
+    {
         let limit = self.body_limit;
-        let (parts, body) = response.into_parts();
+        let (mut parts, body) = response.into_parts();
         async move {
-            let body = match Limited::new(body, limit).collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(e) if e.is::<LengthLimitError>() => return Err(StoreError::TooLarge { limit }),
-                Err(e) => return Err(StoreError::Body(e)),
+            let body = match read_limited(body, limit).await {
+                Ok(body) => body,
+                Err(ReadError::TooLarge) => return Err(StoreError::TooLarge { limit }),
+                Err(ReadError::Body(e)) => return Err(StoreError::Body(e)),
             };
-            Ok(StoredResponse {
+            // The first answer is the response itself (the one copy of its headers is
+            // the kept one), less its extensions, as a resend gets it.
+            parts.extensions.clear();
+            let stored = StoredResponse {
                 status: parts.status,
                 version: parts.version,
-                headers: parts.headers,
-                body,
-            })
+                headers: parts.headers.clone(),
+                body: body.clone(),
+            };
+            Ok((stored, Response::from_parts(parts, Full::new(body))))
         }
     }
 }
@@ -186,7 +196,7 @@ impl Store for HttpStore {
         let mut response = Response::new(Full::default());
         *response.status_mut() = StatusCode::CREATED;
         let value = HeaderValue::from_str(&id.to_string()).expect("hex digits are a header value");
-        response.headers_mut().insert(SESSION_HEADER, value);
+        response.headers_mut().insert(SESSION_NAME, value);
         response
     }
 
@@ -195,7 +205,7 @@ impl Store for HttpStore {
         *response.status_mut() = StatusCode::NO_CONTENT;
         response
             .headers_mut()
-            .insert(ERROR_HEADER, HeaderValue::from_static("session-ended"));
+            .insert(ERROR_NAME, HeaderValue::from_static("session-ended"));
         response
     }
 
