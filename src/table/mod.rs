@@ -147,11 +147,15 @@ pub struct SessionTable<T: Send + Sync> {
 }
 
 struct Inner<T: Send + Sync> {
-    shards: Box<[Mutex<Shard<T>>]>,
+    /// Each on its own cache lines: a thread taking one shard's lock does not slow
+    /// threads taking its neighbours'.
+    shards: Box<[Padded<Mutex<Shard<T>>>]>,
     ids: IdMaker,
     config: TableConfig,
     epoch: Instant,
-    live: AtomicUsize,
+    /// Written by every create and removal: kept off the lines of the read-mostly
+    /// fields around it.
+    live: Padded<AtomicUsize>,
     budget: Arc<Budget>,
     weigher: Box<Weigher<T>>,
     observer: Box<dyn TableObserver>,
@@ -181,11 +185,13 @@ impl<T: Send + Sync + 'static> SessionTable<T> {
     pub fn new(config: TableConfig, budget: Arc<Budget>) -> Self {
         SessionTable {
             inner: Arc::new(Inner {
-                shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
+                shards: (0..SHARDS)
+                    .map(|_| Padded(Mutex::new(Shard::new())))
+                    .collect(),
                 ids: IdMaker::new(config.owner),
                 config,
                 epoch: Instant::now(),
-                live: AtomicUsize::new(0),
+                live: Padded(AtomicUsize::new(0)),
                 budget,
                 weigher: Box::new(|_| 0),
                 observer: Box::new(|_| {}),
@@ -460,6 +466,18 @@ impl<T: Send + Sync> Inner<T> {
             table: Arc::clone(self),
             entry,
         }
+    }
+}
+
+/// A value alone on its cache lines (two, for CPUs that fetch lines in pairs).
+#[repr(align(128))]
+struct Padded<V>(V);
+
+impl<V> std::ops::Deref for Padded<V> {
+    type Target = V;
+
+    fn deref(&self) -> &V {
+        &self.0
     }
 }
 
