@@ -166,9 +166,10 @@ impl Figures {
 }
 
 /// RSS the process may gain beyond the budget: the attack's and bystander's own
-/// buffers (up to 8 clients with 1 MiB calls), thread stacks, read buffers, allocator
-/// slack.
-const RSS_SLACK: usize = 32 << 20;
+/// buffers (up to 8 clients with 1 MiB calls, each holding its request, its encoding
+/// and its answer), thread stacks, read buffers, and what the allocator's per-thread
+/// arenas keep of memory freed.
+const RSS_SLACK: usize = 64 << 20;
 
 /// Runs `attack` for [`ATTACK`] against a server with `config`, beside a bystander
 /// watched for [`AFTER`] more.

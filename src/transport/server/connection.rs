@@ -215,6 +215,7 @@ impl Connection<'_> {
         let Some(session) = self.handshake()? else {
             return Ok(End::Disconnected);
         };
+        self.live.mark_handshaken();
         self.session.set(Some(session.fingerprint()));
         loop {
             let Some(nr) = self.next_request_nr()? else {
@@ -315,8 +316,12 @@ impl Connection<'_> {
             (true, None) => self.config().response_reserve,
             (true, Some(p)) => self.config().response_reserve.saturating_sub(p.charged()),
         };
+        // A session holding a large response keeps it while it waits: such a call does
+        // not wait in line, or sessions that hold the whole budget could wait for each
+        // other until their deadlines.
+        let holds = previous.as_ref().map_or(0, |p| p.charged());
         let mut reservation = budget.try_reserve(0).expect("nothing fits any budget");
-        self.reserve(&mut reservation, length, response)?;
+        self.reserve(&mut reservation, length, response, holds < WORTH_EVICTING)?;
         Ok((reservation, previous))
     }
 
@@ -330,6 +335,7 @@ impl Connection<'_> {
         reservation: &mut Reservation,
         length: u64,
         response: usize,
+        may_wait: bool,
     ) -> Result<(), Close> {
         let shared = self.shared;
         let bytes = length as usize + response;
@@ -338,13 +344,12 @@ impl Connection<'_> {
         // A well-behaved client sends nothing more before it has read this call's
         // answer. One that does must not wait: it would hold its place, and the memory
         // its answers take, from clients that do.
-        let pipelined =
-            || self.reader.buffer().len() as u64 > length || self.live.unread_bytes() > 0;
+        let pipelined = self.reader.buffer().len() as u64 > length;
         // Evicting a session whose response is small would cost its client the session
         // and free next to nothing.
         let worth = |response: &Response| response.charged() >= bytes.min(WORTH_EVICTING);
         let room = |first: bool| {
-            if self.live.is_evicted() || self.live.peer_is_gone() || pipelined() {
+            if self.live.is_evicted() || self.live.peer_is_gone() {
                 Room::GiveUp
             } else if first && shared.table.evict_for_memory(worth) {
                 Room::Freed
@@ -359,7 +364,8 @@ impl Connection<'_> {
             false => reservation.try_grow_unqueued(bytes),
         };
         let granted = ahead
-            || (!pipelined()
+            || (may_wait
+                && !pipelined
                 && self.live.mark_queued(shared.now_ms())
                 && reservation.grow_in_turn(bytes, deadline, room));
         self.live.mark_unqueued();

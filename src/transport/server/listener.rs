@@ -34,6 +34,8 @@ pub(super) struct Live {
     /// Milliseconds since the server's epoch at which the connection joined the line
     /// for memory (it is `BUSY` meanwhile); 0 while it is not in it.
     queued_since_ms: AtomicU64,
+    /// True once its handshake has been answered.
+    handshaken: AtomicBool,
 }
 
 impl Live {
@@ -76,6 +78,12 @@ impl Live {
         self.mark_busy()
     }
 
+    /// The connection's handshake has been answered.
+    pub(super) fn mark_handshaken(&self) {
+        // ORDERING: see `mark_idle`.
+        self.handshaken.store(true, Ordering::Relaxed);
+    }
+
     /// The connection has left the line for memory.
     pub(super) fn mark_unqueued(&self) {
         // ORDERING: see `mark_queued`.
@@ -95,11 +103,6 @@ impl Live {
 }
 
 impl Live {
-    /// Bytes from the client in the socket's receive buffer that no one has read yet.
-    pub(super) fn unread_bytes(&self) -> usize {
-        unread_bytes(&self.stream)
-    }
-
     /// True if the connection waits to read and bytes from its client are already in
     /// the socket's receive buffer.
     fn has_unread_bytes(&self) -> bool {
@@ -238,6 +241,7 @@ impl Shared {
             idle_since_ms: AtomicU64::new(self.now_ms()),
             writing: AtomicBool::new(false),
             queued_since_ms: AtomicU64::new(0),
+            handshaken: AtomicBool::new(false),
         });
         // ORDERING: only uniqueness matters.
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
@@ -260,9 +264,10 @@ impl Shared {
     /// stalled in the middle of a message goes before one that has just finished a
     /// call), and marks it so that it cannot start answering one any more. A connection
     /// waiting to read whose client has sent bytes its thread has not read yet is
-    /// making progress (its thread is about to run), and is spared. If none waits on
-    /// its client, the connection that joined the line for memory last goes: it has
-    /// waited least and holds nothing.
+    /// making progress (its thread is about to run), and is spared, unless no other is
+    /// left and its handshake has not been answered yet. If none of those is left, the
+    /// connection that joined the line for memory last goes: it has waited least and
+    /// holds nothing.
     fn evict_longest_idle<'a>(
         &self,
         connections: impl Iterator<Item = (&'a u64, &'a Arc<Live>)>,
@@ -286,8 +291,23 @@ impl Shared {
             queued.sort_unstable_by_key(|(since, _, _)| std::cmp::Reverse(*since));
             queued.into_iter().map(|(_, id, live)| (BUSY, id, live))
         };
+        // Connections whose handshake has not been answered yet, oldest first: their
+        // bytes wait unread only because their thread has not run yet.
+        let unanswered = || {
+            let mut fresh: Vec<(u64, u64, &Arc<Live>)> = all
+                .iter()
+                // ORDERING: see `Live::mark_idle`.
+                .map(|(id, live)| (live.idle_since_ms.load(Ordering::Relaxed), **id, *live))
+                .filter(|(since, _, live)| {
+                    *since < EVICTED && !live.handshaken.load(Ordering::Relaxed)
+                })
+                .collect();
+            fresh.sort_unstable_by_key(|(since, _, _)| *since);
+            fresh
+        };
         candidates
             .into_iter()
+            .chain(unanswered())
             .chain(newest_in_line())
             .find_map(|(since, id, live)| {
                 // ORDERING: see `Live::mark_idle`.
