@@ -381,10 +381,14 @@ impl Connection<'_> {
     /// Reads the `length` bytes of a call's frame, counted in the budget already.
     fn read_frame_body(&mut self, length: u64) -> Result<Vec<u8>, Close> {
         self.reader.get_mut().wait = Wait::Until(self.config().message_deadline(length));
-        // Only the pages the bytes that arrive are written to are ever resident.
-        let mut frame = Vec::with_capacity(length as usize);
-        wire::read_frame_part(&mut self.reader, &mut frame, length)
-            .map_err(|e| Close::read(e, CloseReason::MessageTimeout))?;
+        // Allocated whole where the allocator agrees (only the pages the bytes that
+        // arrive are written to are ever resident); grown as they arrive otherwise.
+        let mut frame = Vec::new();
+        let read = match usize::try_from(length).map(|n| frame.try_reserve_exact(n)) {
+            Ok(Ok(())) => wire::read_frame_part(&mut self.reader, &mut frame, length),
+            _ => wire::read_frame_body(&mut self.reader, length).map(|body| frame = body),
+        };
+        read.map_err(|e| Close::read(e, CloseReason::MessageTimeout))?;
         Ok(frame)
     }
 
