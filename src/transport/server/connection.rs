@@ -229,6 +229,9 @@ impl Connection<'_> {
             let max = self.config().max_frame;
             let length = wire::read_frame_length(&mut self.reader, max)
                 .map_err(|e| Close::read(e, CloseReason::MessageTimeout))?;
+            // Its header whole, the connection is making progress: connections that
+            // have waited longer on their clients go first to make room.
+            self.live.mark_idle(self.shared.now_ms());
             let (reservation, previous) = self.reserve_call(&session, m, length)?;
             let frame = self.read_frame_body(length)?;
             // Until its call has arrived whole, a connection may be closed to make room.
