@@ -81,9 +81,14 @@ struct Limits {
     /// Seconds a re-request waits for a request still being processed.
     #[arg(long, default_value_t = ServerConfig::default().resend_timeout.as_secs_f64())]
     resend_timeout: f64,
-    /// Bytes the server may hold for frames being read and responses retained.
+    /// Bytes the server may hold for frames being read and responses being produced,
+    /// written or retained.
     #[arg(long, default_value_t = ServerConfig::default().memory_budget)]
     memory_budget: usize,
+    /// Bytes counted for a new request's response before its handler runs, beyond its
+    /// frame's (the largest response the handler returns for a small request).
+    #[arg(long, default_value_t = ServerConfig::default().response_reserve)]
+    response_reserve: usize,
     /// The owner number written into every session id (for a router in front of
     /// several servers).
     #[arg(long, default_value_t = ServerConfig::default().owner)]
@@ -107,6 +112,7 @@ impl Limits {
             min_transfer_rate: self.min_transfer_rate,
             resend_timeout: seconds("resend-timeout", self.resend_timeout)?,
             memory_budget: self.memory_budget,
+            response_reserve: self.response_reserve,
             owner: self.owner,
         })
     }

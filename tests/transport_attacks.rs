@@ -177,7 +177,7 @@ fn eventually_budget_is_free(server: &exactly_once::transport::Server) {
 }
 
 #[test]
-fn clients_that_never_read_their_answers_are_closed() {
+fn clients_that_never_read_their_answers_stay_within_the_budget() {
     // The default table size: with 64 sessions, this attack's session churn alone would
     // evict the bystander's session while its connection is being re-made, which the
     // session-fill attack covers.
@@ -195,7 +195,10 @@ fn clients_that_never_read_their_answers_are_closed() {
             Some(raw)
         });
     });
-    figures.assert_bystander_unharmed_with(1 << 20);
+    // The bystander's calls and probes, and the budget (checked by the line above),
+    // hold: every response is counted from before its handler runs until the last
+    // byte is written or the session lets it go.
+    figures.assert_bystander_unharmed();
     let counters = figures.server.counters();
     let closed = counters.closed(CloseReason::WriteTimeout) + counters.closed(CloseReason::Io);
     assert!(closed > 0, "{counters:?}");
@@ -222,10 +225,12 @@ fn resends_of_a_large_response_do_not_copy_it() {
         });
         first.send_u64(0);
     });
-    figures.assert_bystander_unharmed_with(1 << 20);
+    figures.assert_bystander_unharmed();
     assert!(figures.server.counters().requests_resent > 0);
+    // The retained response, and the room the bystander's two connections reserve for
+    // theirs; eight resends copying the response would hold 8 MiB more.
     assert!(
-        figures.peak_budget < 2 << 20,
+        figures.peak_budget <= 3 << 20,
         "resends were counted as copies"
     );
 }

@@ -112,6 +112,13 @@ fn a_panicking_handler_abandons_its_request_and_the_server_survives() {
         Err(ClientError::Unreachable { .. }) => {}
         other => panic!("an abandoned request has no answer, got {other:?}"),
     }
+    // The client may give up before it has re-sent the request (its deadline is
+    // wall-clock time, and a loaded machine can spend it on the first attempt): the
+    // re-request is made here, whatever the client managed.
+    let mut again = Raw::connect(server.local_addr());
+    assert_eq!(again.handshake(victim.session_id()), victim.session_id());
+    again.call(1, b"panic");
+    again.assert_closed();
     let counters = server.counters();
     assert_eq!(counters.requests_abandoned, 1);
     assert_eq!(counters.requests_processed, 2, "never run a second time");
@@ -160,4 +167,46 @@ fn a_cut_before_the_answer_is_healed_by_resuming_and_resending() {
         server.counters().sessions_ended == 1
     });
     assert_eq!(server.live_sessions(), 0);
+}
+
+/// Set in the environment of the process `handler_panics_print_nothing_on_stderr` starts.
+const PANIC_CHILD: &str = "EXACTLY_ONCE_PANIC_CHILD";
+
+/// In a child process only: a server whose handler panics answers a few calls.
+#[test]
+fn panicking_handler_child() {
+    if std::env::var_os(PANIC_CHILD).is_none() {
+        return;
+    }
+    let server = exactly_once::transport::Server::bind(
+        "127.0.0.1:0",
+        ServerConfig::default(),
+        |_: &[u8]| -> Vec<u8> { panic!("boom in the child's handler") },
+    )
+    .unwrap();
+    for _ in 0..3 {
+        let mut raw = Raw::connect(server.local_addr());
+        raw.handshake(0);
+        raw.call(1, b"x");
+        raw.assert_closed();
+    }
+    assert_eq!(server.counters().closed(CloseReason::HandlerPanicked), 3);
+}
+
+#[test]
+fn handler_panics_print_nothing_on_stderr() {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "panicking_handler_child", "--nocapture"])
+        .env(PANIC_CHILD, "1")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "the child ran: {stdout}");
+    assert!(
+        !stderr.contains("boom") && !stderr.contains("panicked"),
+        "a handler panic reached stderr: {stderr}"
+    );
 }

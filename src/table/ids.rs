@@ -8,6 +8,7 @@
 //! reads the owner with [`owner_of`] and sends a reconnecting client back to the process
 //! that holds its session.
 
+use std::cell::Cell;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::BuildHasher;
@@ -26,12 +27,36 @@ pub fn owner_of(id: u64) -> u8 {
     (id >> RANDOM_BITS) as u8
 }
 
+/// Numbers handed out to threads in blocks, so that threads making sessions at once
+/// do not all increment one shared counter.
+static NEXT_BLOCK: AtomicU64 = AtomicU64::new(0);
+
+const BLOCK: u64 = 1024;
+
+thread_local! {
+    /// The rest of this thread's block: (next, end).
+    static BLOCK_LEFT: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
+/// A number no other call in this process gets (the input of the keyed hash: only
+/// its uniqueness matters).
+fn next_unique() -> u64 {
+    BLOCK_LEFT.with(|left| {
+        let (mut next, mut end) = left.get();
+        if next == end {
+            // ORDERING: only uniqueness of the block matters.
+            next = NEXT_BLOCK.fetch_add(BLOCK, Ordering::Relaxed);
+            end = next + BLOCK;
+        }
+        left.set((next + 1, end));
+        next
+    })
+}
+
 /// Makes the ids of one table.
 pub(crate) struct IdMaker {
     keys: RandomState,
     fingerprints: RandomState,
-    /// Input of the keyed hash; only its uniqueness matters.
-    counter: AtomicU64,
     owner: u8,
 }
 
@@ -40,7 +65,6 @@ impl IdMaker {
         IdMaker {
             keys: RandomState::new(),
             fingerprints: RandomState::new(),
-            counter: AtomicU64::new(0),
             owner,
         }
     }
@@ -48,8 +72,7 @@ impl IdMaker {
     /// A fresh candidate id (the table checks it is not live yet).
     pub(crate) fn next(&self) -> u64 {
         loop {
-            // ORDERING: only uniqueness of the counter value matters.
-            let n = self.counter.fetch_add(1, Ordering::Relaxed);
+            let n = next_unique();
             let random = self.keys.hash_one(n) & RANDOM_MASK;
             if random != 0 {
                 return u64::from(self.owner) << RANDOM_BITS | random;

@@ -37,10 +37,10 @@ mod budget;
 mod ids;
 mod shard;
 
-pub use budget::{Budget, Reservation};
+pub use budget::{Budget, Reservation, Room};
 pub use ids::{owner_of, Fingerprint, OWNER_BITS, RANDOM_BITS};
 
-use crate::SessionState;
+use crate::{RequestNr, SessionState};
 use ids::IdMaker;
 use shard::{Shard, Use};
 use std::fmt;
@@ -147,11 +147,15 @@ pub struct SessionTable<T: Send + Sync> {
 }
 
 struct Inner<T: Send + Sync> {
-    shards: Box<[Mutex<Shard<T>>]>,
+    /// Each on its own cache lines: a thread taking one shard's lock does not slow
+    /// threads taking its neighbours'.
+    shards: Box<[Padded<Mutex<Shard<T>>>]>,
     ids: IdMaker,
     config: TableConfig,
     epoch: Instant,
-    live: AtomicUsize,
+    /// Written by every create and removal: kept off the lines of the read-mostly
+    /// fields around it.
+    live: Padded<AtomicUsize>,
     budget: Arc<Budget>,
     weigher: Box<Weigher<T>>,
     observer: Box<dyn TableObserver>,
@@ -181,11 +185,13 @@ impl<T: Send + Sync + 'static> SessionTable<T> {
     pub fn new(config: TableConfig, budget: Arc<Budget>) -> Self {
         SessionTable {
             inner: Arc::new(Inner {
-                shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
+                shards: (0..SHARDS)
+                    .map(|_| Padded(Mutex::new(Shard::new())))
+                    .collect(),
                 ids: IdMaker::new(config.owner),
                 config,
                 epoch: Instant::now(),
-                live: AtomicUsize::new(0),
+                live: Padded(AtomicUsize::new(0)),
                 budget,
                 weigher: Box::new(|_| 0),
                 observer: Box::new(|_| {}),
@@ -273,6 +279,36 @@ impl<T: Send + Sync> SessionTable<T> {
             self.inner.observer.observe(TableEvent::Ended(fingerprint));
         }
         removed.is_some()
+    }
+
+    /// Evicts, of the sessions without a connection whose retained response passes
+    /// `worth` (one large enough to be worth its session, say), the one that lost its
+    /// last connection longest ago, however recently: for a caller that needs memory
+    /// now. False if there is no such session.
+    pub fn evict_for_memory(&self, worth: impl Fn(&T) -> bool) -> bool {
+        let worth = |entry: &Entry<T>| {
+            let current = entry.state.status().request;
+            RequestNr::new(current)
+                .ok()
+                .and_then(|m| entry.state.try_get(m).ok())
+                .is_some_and(|response| worth(&response))
+        };
+        let mut best: Option<(u64, u64, usize)> = None;
+        for (i, shard) in self.inner.shards.iter().enumerate() {
+            if let Some((at, id)) = lock(shard).oldest_where(Use::Used, worth) {
+                if best.map_or(true, |(best_at, _, _)| at < best_at) {
+                    best = Some((at, id, i));
+                }
+            }
+        }
+        let Some((_, id, i)) = best else {
+            return false;
+        };
+        // Another thread may have taken or attached it meanwhile: the caller looks again.
+        if let Some(entry) = lock(&self.inner.shards[i]).remove_detached(id) {
+            self.inner.removed(&entry);
+        }
+        true
     }
 
     /// Removes every session whose expiry time has passed; returns how many.
@@ -387,13 +423,18 @@ impl<T: Send + Sync> Inner<T> {
             return false;
         };
         // Another thread may have taken it meanwhile: then the caller tries again.
-        let Some(entry) = lock(&self.shards[i]).pop_older(queue, at) else {
-            return true;
-        };
+        if let Some(entry) = lock(&self.shards[i]).pop_older(queue, at) {
+            self.removed(&entry);
+        }
+        true
+    }
+
+    /// Counts out and reports a session evicted.
+    fn removed(&self, entry: &Entry<T>) {
+        // ORDERING: see `take_place`.
         self.live.fetch_sub(1, Ordering::Relaxed);
         let fingerprint = self.ids.fingerprint(entry.id);
         self.observer.observe(TableEvent::Evicted(fingerprint));
-        true
     }
 
     /// Removes the due sessions of one shard; returns how many.
@@ -425,6 +466,18 @@ impl<T: Send + Sync> Inner<T> {
             table: Arc::clone(self),
             entry,
         }
+    }
+}
+
+/// A value alone on its cache lines (two, for CPUs that fetch lines in pairs).
+#[repr(align(128))]
+struct Padded<V>(V);
+
+impl<V> std::ops::Deref for Padded<V> {
+    type Target = V;
+
+    fn deref(&self) -> &V {
+        &self.0
     }
 }
 

@@ -138,6 +138,34 @@ impl<T: Send + Sync> Shard<T> {
         self.remove(record.id)
     }
 
+    /// The detached session of `queue` that lost its connection longest ago among
+    /// those whose entry passes `worth`: (when, id). Walks the queue from its front.
+    pub(super) fn oldest_where(
+        &mut self,
+        queue: Use,
+        worth: impl Fn(&Entry<T>) -> bool,
+    ) -> Option<(u64, u64)> {
+        self.drop_stale_front(queue);
+        let slots = &self.slots;
+        let q = match queue {
+            Use::Never => &self.never_used,
+            Use::Used => &self.used,
+        };
+        q.records
+            .iter()
+            .filter(|r| is_current(slots, r, queue))
+            .find(|r| slots.get(&r.id).is_some_and(|slot| worth(&slot.entry)))
+            .map(|r| (r.at_ms, r.id))
+    }
+
+    /// Removes session `id` if it has no connection.
+    pub(super) fn remove_detached(&mut self, id: u64) -> Option<Arc<Entry<T>>> {
+        match self.slots.get(&id)?.connections {
+            0 => self.remove(id),
+            _ => None,
+        }
+    }
+
     fn drop_stale_front(&mut self, queue: Use) {
         let slots = &self.slots;
         let q = match queue {

@@ -236,3 +236,51 @@ fn a_session_that_just_lost_its_connection_keeps_its_response_over_the_budget() 
         "evicted above twice the limit"
     );
 }
+
+/// A session that completed request 1 with `bytes` bytes, then lost its connection.
+fn completed_and_detached(table: &SessionTable<Vec<u8>>, bytes: usize) -> u64 {
+    let attached = table.create().unwrap();
+    let guard = attached.state().start(RequestNr::new(1).unwrap()).unwrap();
+    attached.retain(&guard.complete(vec![0; bytes]));
+    attached.id()
+}
+
+#[test]
+fn memory_needed_now_evicts_the_longest_detached_session_worth_it_despite_the_grace() {
+    let config = TableConfig {
+        memory_eviction_grace: LONG,
+        ..TableConfig::default()
+    };
+    let table = SessionTable::new(config, Budget::new(100)).with_weigher(Vec::len);
+    let older = completed_and_detached(&table, 10);
+    std::thread::sleep(Duration::from_millis(3)); // detached in a later millisecond
+    let newer = completed_and_detached(&table, 10);
+    let connected = table.create().unwrap();
+    connected.retain(&vec![0; 10]);
+    let never_used = table.create().unwrap().id();
+    assert_eq!(table.budget().used(), 30);
+    let any = |_: &Vec<u8>| true;
+    assert!(table.evict_for_memory(any));
+    assert_eq!(table.attach(older).unwrap_err(), TableError::Unknown);
+    assert_eq!(table.budget().used(), 20);
+    assert!(table.evict_for_memory(any));
+    assert!(
+        !table.evict_for_memory(any),
+        "connected and never-used sessions stay"
+    );
+    assert_eq!(table.attach(newer).unwrap_err(), TableError::Unknown);
+    assert!(table.attach(connected.id()).is_ok());
+    assert!(table.attach(never_used).is_ok());
+}
+
+#[test]
+fn memory_needed_now_spares_sessions_whose_response_is_not_worth_evicting() {
+    let table = table(10, LONG, LONG);
+    let small = completed_and_detached(&table, 8);
+    let large = completed_and_detached(&table, 800);
+    let worth = |response: &Vec<u8>| response.len() >= 100;
+    assert!(table.evict_for_memory(worth));
+    assert!(!table.evict_for_memory(worth));
+    assert_eq!(table.attach(large).unwrap_err(), TableError::Unknown);
+    assert!(table.attach(small).is_ok(), "the older, small one stays");
+}

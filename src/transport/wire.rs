@@ -10,7 +10,7 @@
 //! sends little costs little.
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 
 /// How much of a frame is allocated before its bytes arrive.
 const INITIAL_FRAME_CAPACITY: u64 = 64 * 1024;
@@ -104,6 +104,16 @@ pub fn read_frame_body(r: &mut impl Read, length: u64) -> Result<Vec<u8>, WireEr
     Ok(body)
 }
 
+/// Appends the next `part` bytes of a frame to `frame`.
+pub fn read_frame_part(r: &mut impl Read, frame: &mut Vec<u8>, part: u64) -> Result<(), WireError> {
+    let wanted = frame.len() as u64 + part;
+    r.take(part).read_to_end(frame)?;
+    if (frame.len() as u64) < wanted {
+        return Err(WireError::Truncated);
+    }
+    Ok(())
+}
+
 /// Reads a whole frame of at most `max` bytes.
 pub fn read_frame(r: &mut impl Read, max: u64) -> Result<Vec<u8>, WireError> {
     let length = read_frame_length(r, max)?;
@@ -124,12 +134,25 @@ pub fn write_u64(w: &mut impl Write, n: u64) -> io::Result<()> {
     w.write_all(&n.to_le_bytes())
 }
 
-/// Writes a frame (length and bytes) with one `write` for small frames.
+/// Writes a frame (length and bytes), with one `write` where the socket takes it all,
+/// without copying the bytes.
 pub fn write_frame(w: &mut impl Write, body: &[u8]) -> io::Result<()> {
-    let mut msg = Vec::with_capacity(8 + body.len());
-    msg.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    msg.extend_from_slice(body);
-    w.write_all(&msg)
+    let header = (body.len() as u64).to_le_bytes();
+    let written = loop {
+        match w.write_vectored(&[IoSlice::new(&header), IoSlice::new(body)]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    };
+    match written.checked_sub(header.len()) {
+        Some(of_body) => w.write_all(&body[of_body..]),
+        None => {
+            w.write_all(&header[written..])?;
+            w.write_all(body)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -145,6 +168,37 @@ mod tests {
         let mut buf = Vec::new();
         write_frame(&mut buf, b"hello").unwrap();
         assert_eq!(read_frame(&mut &buf[..], 5).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn a_frame_written_a_few_bytes_at_a_time_arrives_whole() {
+        struct Trickle(Vec<u8>);
+        impl Write for Trickle {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                let n = buf.len().min(3);
+                self.0.extend_from_slice(&buf[..n]);
+                Ok(n)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut w = Trickle(Vec::new());
+        write_frame(&mut w, b"hello world").unwrap();
+        assert_eq!(read_frame(&mut &w.0[..], 11).unwrap(), b"hello world");
+    }
+
+    #[test]
+    fn a_frame_read_in_parts_is_whole_or_truncated() {
+        let mut bytes = &b"abcdef"[..];
+        let mut frame = Vec::new();
+        read_frame_part(&mut bytes, &mut frame, 4).unwrap();
+        read_frame_part(&mut bytes, &mut frame, 2).unwrap();
+        assert_eq!(frame, b"abcdef");
+        assert!(matches!(
+            read_frame_part(&mut bytes, &mut frame, 1),
+            Err(WireError::Truncated)
+        ));
     }
 
     #[test]

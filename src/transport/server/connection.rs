@@ -5,13 +5,20 @@
 //! arrive within the handshake time of the connection's start; a call may be awaited
 //! for the idle time, but once its first byte has arrived its header must follow within
 //! the message time, and its frame within the message time plus its length at the
-//! minimum transfer rate. Writing a response has the same kind of deadline. A frame is
-//! read only once its bytes fit in the memory budget.
+//! minimum transfer rate. Writing a response has the same kind of deadline.
+//!
+//! Every byte a connection makes the server hold is counted in the memory budget
+//! before it is read or produced: once a call's header has arrived, its frame's bytes
+//! and, for a new request, room for its response. Calls that do not fit wait in line
+//! (sessions without a connection whose response is large are evicted to make room)
+//! up to the resend timeout; then the connection is closed: nothing of the call has
+//! been read or run, and its client sends it again later.
 
 use super::listener::Live;
+use super::response::Response;
 use super::Shared;
 use crate::answer::{self, Path, Refusal, Reply, Silence};
-use crate::table::{Attached, Fingerprint, Reservation, TableError};
+use crate::table::{Attached, Fingerprint, Reservation, Room, TableError};
 use crate::transport::counters::{CloseReason, Counters};
 use crate::transport::wire::{self, WireError};
 use crate::RequestNr;
@@ -20,16 +27,26 @@ use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Responses up to this size are written with one `write` under the plain write
 /// timeout; larger ones in chunks, each under what is left of the whole deadline.
 const SMALL_WRITE: usize = 256 * 1024;
 
-/// Frames up to this size are read even when the budget is spent: a connection reads
-/// one frame at a time, so they add at most this much per connection, and a client
-/// with small calls is never starved by others' large frames or retained responses.
-const SMALL_FRAME: u64 = 64 * 1024;
+/// When memory is short, a session without a connection is evicted only if its response
+/// holds at least this much (or what is needed, if less).
+const WORTH_EVICTING: usize = 64 * 1024;
+
+/// A call whose bytes have arrived, with the budget counted for it.
+struct Call {
+    m: RequestNr,
+    frame: Vec<u8>,
+    /// The frame's bytes and room for a new request's response.
+    reservation: Reservation,
+    /// The session's response before `m`, whose share `m`'s response takes over.
+    previous: Option<Arc<Response>>,
+}
 
 /// Why a connection ended without an error.
 #[derive(Debug)]
@@ -198,6 +215,7 @@ impl Connection<'_> {
         let Some(session) = self.handshake()? else {
             return Ok(End::Disconnected);
         };
+        self.live.mark_handshaken();
         self.session.set(Some(session.fingerprint()));
         loop {
             let Some(nr) = self.next_request_nr()? else {
@@ -208,16 +226,29 @@ impl Connection<'_> {
                 return Ok(End::SessionEnded);
             }
             let m = RequestNr::new(nr).map_err(|e| Close::new(CloseReason::BadRequestNr, e))?;
-            let (frame, reservation) = self.read_frame()?;
+            let max = self.config().max_frame;
+            let length = wire::read_frame_length(&mut self.reader, max)
+                .map_err(|e| Close::read(e, CloseReason::MessageTimeout))?;
+            // Its header whole, the connection is making progress: connections that
+            // have waited longer on their clients go first to make room.
+            self.live.mark_idle(self.shared.now_ms());
+            let (reservation, previous) = self.reserve_call(&session, m, length)?;
+            let frame = self.read_frame_body(length)?;
             // Until its call has arrived whole, a connection may be closed to make room.
             if !self.live.mark_busy() {
                 return Ok(End::Evicted);
             }
-            self.answer(&session, m, frame, reservation)?;
+            let call = Call {
+                m,
+                frame,
+                reservation,
+                previous,
+            };
+            self.answer(&session, call)?;
         }
     }
 
-    fn handshake(&mut self) -> Result<Option<Attached<Vec<u8>>>, Close> {
+    fn handshake(&mut self) -> Result<Option<Attached<Response>>, Close> {
         let requested = wire::read_u64_or_eof(&mut self.reader)
             .map_err(|e| Close::read(e, CloseReason::HandshakeTimeout))?;
         let Some(requested) = requested else {
@@ -261,37 +292,124 @@ impl Connection<'_> {
             .map_err(|e| Close::read(e, CloseReason::MessageTimeout))
     }
 
-    /// Reads a call's frame once its length fits in the memory budget.
-    fn read_frame(&mut self) -> Result<(Vec<u8>, Reservation), Close> {
-        let max = self.config().max_frame;
-        let length = wire::read_frame_length(&mut self.reader, max)
-            .map_err(|e| Close::read(e, CloseReason::MessageTimeout))?;
+    /// Counts a call's bytes in the memory budget before any is read: its frame's, and
+    /// room for its response if it is a new request (a resend or a stale one produces
+    /// nothing). The session's current response is freed when a new request starts, so
+    /// its share is handed over then rather than counted twice: it is returned, to be
+    /// handed over by [`answer`](Self::answer).
+    fn reserve_call(
+        &self,
+        session: &Attached<Response>,
+        m: RequestNr,
+        length: u64,
+    ) -> Result<(Reservation, Option<Arc<Response>>), Close> {
         let budget = &self.shared.budget;
-        let reservation = if length <= SMALL_FRAME {
-            budget.reserve_anyway(length as usize)
-        } else {
-            budget.try_reserve(length as usize).ok_or_else(|| {
-                let held = budget.used();
-                let detail = format!("{length} bytes with {held} of {} held", budget.limit());
-                Close::new(CloseReason::OverBudget, detail)
-            })?
+        if length > budget.limit() as u64 {
+            let detail = format!("a {length}-byte frame, the budget is {}", budget.limit());
+            return Err(Close::new(CloseReason::OverBudget, detail));
+        }
+        let status = session.state().status();
+        let is_new = m.get() > status.request;
+        let previous = RequestNr::new(status.request)
+            .ok()
+            .filter(|_| is_new)
+            .and_then(|current| session.state().try_get(current).ok());
+        let response = match (is_new, &previous) {
+            (false, _) => 0,
+            (true, None) => self.config().response_reserve,
+            (true, Some(p)) => self.config().response_reserve.saturating_sub(p.charged()),
         };
-        self.reader.get_mut().wait = Wait::Until(self.config().message_deadline(length));
-        let frame = wire::read_frame_body(&mut self.reader, length)
-            .map_err(|e| Close::read(e, CloseReason::MessageTimeout))?;
-        Ok((frame, reservation))
+        // A session holding a large response keeps it while it waits: such a call does
+        // not wait in line, or sessions that hold the whole budget could wait for each
+        // other until their deadlines.
+        let holds = previous.as_ref().map_or(0, |p| p.charged());
+        let mut reservation = budget.try_reserve(0).expect("nothing fits any budget");
+        self.reserve(&mut reservation, length, response, holds < WORTH_EVICTING)?;
+        Ok((reservation, previous))
     }
 
-    fn answer(
+    /// Adds `bytes` to `reservation` once they fit, waiting in line up to the resend
+    /// timeout; the first in line evicts sessions without a connection whose response is
+    /// worth it, longest-detached first, to make room. While it waits the connection
+    /// waits on the server, not on its client: it is closed to make room for another
+    /// connection only if it is the newest in line and none waits on its client.
+    fn reserve(
         &self,
-        session: &Attached<Vec<u8>>,
-        m: RequestNr,
-        frame: Vec<u8>,
-        reservation: Reservation,
+        reservation: &mut Reservation,
+        length: u64,
+        response: usize,
+        may_wait: bool,
     ) -> Result<(), Close> {
+        let shared = self.shared;
+        let bytes = length as usize + response;
+        // Waiting on the server, like a re-request waiting for its outcome.
+        let deadline = Instant::now() + self.config().resend_timeout;
+        // A well-behaved client sends nothing more before it has read this call's
+        // answer. One that does must not wait: it would hold its place, and the memory
+        // its answers take, from clients that do.
+        let pipelined = self.reader.buffer().len() as u64 > length;
+        // Evicting a session whose response is small would cost its client the session
+        // and free next to nothing.
+        let worth = |response: &Response| response.charged() >= bytes.min(WORTH_EVICTING);
+        let room = |first: bool| {
+            if self.live.is_evicted() || self.live.peer_is_gone() {
+                Room::GiveUp
+            } else if first && shared.table.evict_for_memory(worth) {
+                Room::Freed
+            } else {
+                Room::Wait
+            }
+        };
+        // A small call goes ahead of the line if it fits: each connection has at most
+        // one, so they can delay the first in line but not hold its room for long.
+        let ahead = match bytes <= WORTH_EVICTING {
+            true => reservation.try_grow(bytes),
+            false => reservation.try_grow_unqueued(bytes),
+        };
+        let granted = ahead
+            || (may_wait
+                && !pipelined
+                && self.live.mark_queued(shared.now_ms())
+                && reservation.grow_in_turn(bytes, deadline, room));
+        self.live.mark_unqueued();
+        self.live.mark_idle(shared.now_ms());
+        if granted {
+            return Ok(());
+        }
+        let (held, limit) = (shared.budget.used(), shared.budget.limit());
+        let detail = format!("{bytes} bytes with {held} of {limit} held");
+        Err(Close::new(CloseReason::OverBudget, detail))
+    }
+
+    /// Reads the `length` bytes of a call's frame, counted in the budget already.
+    fn read_frame_body(&mut self, length: u64) -> Result<Vec<u8>, Close> {
+        self.reader.get_mut().wait = Wait::Until(self.config().message_deadline(length));
+        // Allocated whole where the allocator agrees (only the pages the bytes that
+        // arrive are written to are ever resident); grown as they arrive otherwise.
+        let mut frame = Vec::new();
+        let read = match usize::try_from(length).map(|n| frame.try_reserve_exact(n)) {
+            Ok(Ok(())) => wire::read_frame_part(&mut self.reader, &mut frame, length),
+            _ => wire::read_frame_body(&mut self.reader, length).map(|body| frame = body),
+        };
+        read.map_err(|e| Close::read(e, CloseReason::MessageTimeout))?;
+        Ok(frame)
+    }
+
+    fn answer(&self, session: &Attached<Response>, call: Call) -> Result<(), Close> {
         let counters = &self.shared.counters;
         let resend_timeout = self.config().resend_timeout;
+        let Call {
+            m,
+            frame,
+            mut reservation,
+            previous,
+        } = call;
         let (path, reply) = answer::answer_blocking(session.state(), m, resend_timeout, |guard| {
+            // The guard has freed the previous response from the session: if nothing
+            // else holds it (a connection still writing it), its share is ours now.
+            if let Some(Ok(previous)) = previous.map(Arc::try_unwrap) {
+                reservation.absorb(previous.into_charge());
+            }
             Counters::bump(&counters.requests_processed);
             if guard.skipped() > 0 {
                 Counters::bump(&counters.requests_with_gap);
@@ -299,7 +417,8 @@ impl Connection<'_> {
             self.in_handler.set(true);
             let response = (self.shared.handler)(&frame);
             self.in_handler.set(false);
-            drop((frame, reservation));
+            drop(frame);
+            let response = Response::new(response, reservation);
             session.retain(&response);
             guard.complete(response)
         });
@@ -311,7 +430,7 @@ impl Connection<'_> {
                 // Waiting for the client to take its response: it may be closed to make
                 // room like an idle connection (the response stays retained).
                 self.live.mark_writing(self.shared.now_ms());
-                self.send(&response)
+                self.send(response.bytes())
             }
             (_, Reply::Nothing(Silence::Stale)) => {
                 Counters::bump(&counters.requests_stale);

@@ -31,6 +31,11 @@ pub(super) struct Live {
     /// True while the connection waits for its client to take a response (rather than
     /// to send something).
     writing: AtomicBool,
+    /// Milliseconds since the server's epoch at which the connection joined the line
+    /// for memory (it is `BUSY` meanwhile); 0 while it is not in it.
+    queued_since_ms: AtomicU64,
+    /// True once its handshake has been answered.
+    handshaken: AtomicBool,
 }
 
 impl Live {
@@ -64,6 +69,27 @@ impl Live {
         self.idle_since_ms.load(Ordering::Acquire) == EVICTED
     }
 
+    /// The connection waits in line for memory from now, unless the listener has
+    /// chosen it to make room (false). Only the newest in line is closed to make room,
+    /// and only when no connection waits on its client.
+    pub(super) fn mark_queued(&self, now_ms: u64) -> bool {
+        // ORDERING: see `mark_idle`; the listener reads it only after seeing `BUSY`.
+        self.queued_since_ms.store(now_ms.max(1), Ordering::Relaxed);
+        self.mark_busy()
+    }
+
+    /// The connection's handshake has been answered.
+    pub(super) fn mark_handshaken(&self) {
+        // ORDERING: see `mark_idle`.
+        self.handshaken.store(true, Ordering::Relaxed);
+    }
+
+    /// The connection has left the line for memory.
+    pub(super) fn mark_unqueued(&self) {
+        // ORDERING: see `mark_queued`.
+        self.queued_since_ms.store(0, Ordering::Relaxed);
+    }
+
     /// The connection's call has arrived whole and is answered now; false if the
     /// listener chose it to make room.
     pub(super) fn mark_busy(&self) -> bool {
@@ -83,6 +109,34 @@ impl Live {
         // ORDERING: see `mark_idle`.
         !self.writing.load(Ordering::Relaxed) && unread_bytes(&self.stream) > 0
     }
+}
+
+impl Live {
+    /// True if the client has closed or reset the connection, even with bytes it sent
+    /// before still unread (Linux; elsewhere always false).
+    pub(super) fn peer_is_gone(&self) -> bool {
+        peer_is_gone(&self.stream)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn peer_is_gone(stream: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut poll = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: `poll` reads and writes the one `pollfd` the pointer points to, which lives
+    // across the call; a zero timeout never blocks; the descriptor is open while `stream`
+    // is borrowed.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready > 0 && poll.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn peer_is_gone(_: &TcpStream) -> bool {
+    false
 }
 
 #[cfg(target_os = "linux")]
@@ -186,6 +240,8 @@ impl Shared {
             stream,
             idle_since_ms: AtomicU64::new(self.now_ms()),
             writing: AtomicBool::new(false),
+            queued_since_ms: AtomicU64::new(0),
+            handshaken: AtomicBool::new(false),
         });
         // ORDERING: only uniqueness matters.
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
@@ -208,23 +264,57 @@ impl Shared {
     /// stalled in the middle of a message goes before one that has just finished a
     /// call), and marks it so that it cannot start answering one any more. A connection
     /// waiting to read whose client has sent bytes its thread has not read yet is
-    /// making progress (its thread is about to run), and is spared.
+    /// making progress (its thread is about to run), and is spared, unless no other is
+    /// left and its handshake has not been answered yet. If none of those is left, the
+    /// connection that joined the line for memory last goes: it has waited least and
+    /// holds nothing.
     fn evict_longest_idle<'a>(
         &self,
         connections: impl Iterator<Item = (&'a u64, &'a Arc<Live>)>,
     ) -> Option<u64> {
-        let mut candidates: Vec<(u64, u64, &Arc<Live>)> = connections
+        let all: Vec<(&u64, &Arc<Live>)> = connections.collect();
+        let mut candidates: Vec<(u64, u64, &Arc<Live>)> = all
+            .iter()
+            .copied()
             // ORDERING: a first look; the compare-exchange below decides.
             .map(|(id, live)| (live.idle_since_ms.load(Ordering::Relaxed), *id, live))
             .filter(|(since, _, live)| *since < EVICTED && !live.has_unread_bytes())
             .collect();
         candidates.sort_unstable_by_key(|(since, _, _)| *since);
-        candidates.into_iter().find_map(|(since, id, live)| {
-            // ORDERING: see `Live::mark_idle`.
-            live.idle_since_ms
-                .compare_exchange(since, EVICTED, Ordering::AcqRel, Ordering::Acquire)
-                .ok()
-                .map(|_| id)
-        })
+        let newest_in_line = || {
+            let mut queued: Vec<(u64, u64, &Arc<Live>)> = all
+                .iter()
+                // ORDERING: see `Live::mark_queued`.
+                .map(|(id, live)| (live.queued_since_ms.load(Ordering::Relaxed), **id, *live))
+                .filter(|(since, _, _)| *since > 0)
+                .collect();
+            queued.sort_unstable_by_key(|(since, _, _)| std::cmp::Reverse(*since));
+            queued.into_iter().map(|(_, id, live)| (BUSY, id, live))
+        };
+        // Connections whose handshake has not been answered yet, oldest first: their
+        // bytes wait unread only because their thread has not run yet.
+        let unanswered = || {
+            let mut fresh: Vec<(u64, u64, &Arc<Live>)> = all
+                .iter()
+                // ORDERING: see `Live::mark_idle`.
+                .map(|(id, live)| (live.idle_since_ms.load(Ordering::Relaxed), **id, *live))
+                .filter(|(since, _, live)| {
+                    *since < EVICTED && !live.handshaken.load(Ordering::Relaxed)
+                })
+                .collect();
+            fresh.sort_unstable_by_key(|(since, _, _)| *since);
+            fresh
+        };
+        candidates
+            .into_iter()
+            .chain(unanswered())
+            .chain(newest_in_line())
+            .find_map(|(since, id, live)| {
+                // ORDERING: see `Live::mark_idle`.
+                live.idle_since_ms
+                    .compare_exchange(since, EVICTED, Ordering::AcqRel, Ordering::Acquire)
+                    .ok()
+                    .map(|_| id)
+            })
     }
 }

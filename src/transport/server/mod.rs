@@ -8,6 +8,7 @@
 
 mod connection;
 mod listener;
+mod response;
 
 use super::counters::{Counters, CountersSnapshot};
 use super::logs::{self, RateLimit};
@@ -59,18 +60,31 @@ pub struct ServerConfig {
     /// The slowest transfer, in bytes per second, a large frame is given time for
     /// (default 1 MiB/s).
     pub min_transfer_rate: u64,
-    /// How long a re-request waits for the outcome of a request still being processed
-    /// before its connection is closed (default 60 s).
+    /// How long a re-request waits for the outcome of a request still being processed,
+    /// or a call for room in the memory budget, before its connection is closed
+    /// (default 60 s).
     pub resend_timeout: Duration,
-    /// The bytes the server may hold for frames being read and responses retained for
-    /// resends (default 512 MiB). A frame over 64 KiB that would exceed it is refused
-    /// before its bytes are read (the client retries); smaller frames are always read
-    /// (at most one per connection is in flight), so small calls are never starved.
-    /// Retained responses are never dropped to make room (they may take the budget
-    /// above its limit, and then large frames wait); ending a session frees its
-    /// response at once. Responses are written from where they are retained, never
-    /// copied.
+    /// The bytes the server may hold for frames being read, responses being produced
+    /// and written, and responses retained for resends (default 512 MiB). Once a
+    /// call's header has arrived, its frame's bytes and, for a new request,
+    /// `response_reserve` bytes for its response are counted before any is read or the
+    /// handler runs. A call that does not fit waits in line (the first in line evicts
+    /// sessions without a connection whose response holds 64 KiB or more, however
+    /// recently they lost it) up to `resend_timeout`; calls of up to 64 KiB go ahead
+    /// of the line when they fit, and a client that sends its next call before reading
+    /// its answer does not wait at all. A call that gets no room closes its connection
+    /// (the client retries later; nothing was read or run). A frame longer than the
+    /// budget is always refused. A retained response is never dropped from a live
+    /// session to make room; ending a session frees it at once. Responses are written
+    /// from where they are retained, never copied. Not counted: a fixed 8 KiB read
+    /// buffer per connection.
     pub memory_budget: usize,
+    /// The bytes counted for a request's response before its handler runs, beyond its
+    /// frame's (default 1 MiB): set it to the largest response the handler returns for
+    /// a small request. A response larger than its frame and this reserve together is
+    /// still kept and sent (it is never lost) and counted in full, which may take the
+    /// memory in use above the budget by the difference.
+    pub response_reserve: usize,
     /// The owner number carried by every session id this server makes (default 0); see
     /// [`owner_of`](crate::table::owner_of).
     pub owner: u8,
@@ -90,6 +104,7 @@ impl Default for ServerConfig {
             min_transfer_rate: 1 << 20,
             resend_timeout: Duration::from_secs(60),
             memory_budget: 512 << 20,
+            response_reserve: 1 << 20,
             owner: 0,
         }
     }
@@ -126,7 +141,7 @@ pub struct Server {
 pub(super) struct Shared {
     config: ServerConfig,
     handler: Box<Handler>,
-    table: SessionTable<Vec<u8>>,
+    table: SessionTable<response::Response>,
     budget: Arc<Budget>,
     counters: Arc<Counters>,
     logs: RateLimit,
@@ -187,7 +202,8 @@ impl Server {
         self.shared.lock_connections().len()
     }
 
-    /// Bytes of the memory budget in use now (frames being read, responses retained).
+    /// Bytes of the memory budget in use now (frames being read, responses being
+    /// produced, written or retained).
     pub fn memory_used(&self) -> usize {
         self.shared.budget.used()
     }
@@ -269,8 +285,9 @@ impl Shared {
             ..TableConfig::default()
         };
         let observed = Arc::clone(&counters);
+        // Responses count themselves in the budget (see `response`), for as long as
+        // anything holds them.
         let table = SessionTable::new(table_config, Arc::clone(&budget))
-            .with_weigher(Vec::len)
             .with_observer(move |event| observed.count_table_event(event));
         Shared {
             config,
