@@ -101,20 +101,28 @@ impl<T, S: Slot<T>> SessionState<T, S> {
         }
     }
 
-    /// Moves the session to `Processing(m)` if the table says so. The slot is not
-    /// touched here: readers that were inside their window of the previous response
-    /// leave while `m` is processed, and the guard drains them and drops that
-    /// response when it publishes or abandons (a panic in its `Drop` abandons `m`).
-    /// So a triage takes a bounded number of steps whatever the readers do.
+    /// Moves the session to `Processing(m)` if the table says so. If no reader is
+    /// inside its window of the previous response, that response is dropped here, under
+    /// the returned guard (a panic in its `Drop` abandons `m`), so that its memory goes
+    /// as soon as the next request starts. Otherwise it is left to the readers: they
+    /// leave while `m` is processed, and the guard drains them and drops it when it
+    /// publishes or abandons. Either way a triage takes a bounded number of steps
+    /// whatever the readers do.
     #[inline(always)]
     pub(crate) fn start(&self, m: RequestNr) -> Result<ProcessGuard<'_, T, S>, Refusal> {
         let previous = self.word.start(m.get(), false, |w| self.wake_waiters(w))?;
         self.wake_waiters(previous);
-        Ok(ProcessGuard {
+        let guard = ProcessGuard {
             session: self,
             request: m,
             previous: previous.request(),
-        })
+        };
+        if previous.readers() == 0 {
+            // SAFETY: the guard owns `Processing(m)` and no reader was inside when it
+            // began; none can enter until `m` is settled.
+            drop(unsafe { self.slot.take() });
+        }
+        Ok(guard)
     }
 
     /// What the session is doing now.
@@ -154,7 +162,7 @@ impl<T, S: Slot<T>> SessionState<T, S> {
         let slot = &guard.session.slot;
         guard.session.drain_readers();
         // SAFETY: the guard owns `Processing(m)` and the readers have left; none can
-        // enter until `m` is settled.
+        // enter until `m` is settled. (Empty already if `start` found no reader.)
         drop(unsafe { slot.take() });
         // SAFETY: as above; the cell is empty now.
         drop(unsafe { slot.put(response) });
