@@ -230,8 +230,17 @@ impl Connection<'_> {
             let length = wire::read_frame_length(&mut self.reader, max)
                 .map_err(|e| Close::read(e, CloseReason::MessageTimeout))?;
             // Its header whole, the connection is making progress: connections that
-            // have waited longer on their clients go first to make room.
-            self.live.mark_idle(self.shared.now_ms());
+            // have waited longer on their clients go first to make room. A frame that
+            // came whole with its header waits on nobody: such a connection is in a
+            // call from now (a thread preempted before it reads the frame must not make
+            // it look idle).
+            if self.frame_arrived(length) {
+                if !self.live.mark_busy() {
+                    return Ok(End::Evicted);
+                }
+            } else {
+                self.live.mark_idle(self.shared.now_ms());
+            }
             let (reservation, previous) = self.reserve_call(&session, m, length)?;
             let frame = self.read_frame_body(length)?;
             // Until its call has arrived whole, a connection may be closed to make room.
@@ -372,13 +381,21 @@ impl Connection<'_> {
                 && self.live.mark_queued(shared.now_ms())
                 && reservation.grow_in_turn(bytes, deadline, room));
         self.live.mark_unqueued();
-        self.live.mark_idle(shared.now_ms());
+        if !self.frame_arrived(length) {
+            self.live.mark_idle(shared.now_ms());
+        }
         if granted {
             return Ok(());
         }
         let (held, limit) = (shared.budget.used(), shared.budget.limit());
         let detail = format!("{bytes} bytes with {held} of {limit} held");
         Err(Close::new(CloseReason::OverBudget, detail))
+    }
+
+    /// Whether the `length` bytes of the frame whose header was just read are in the
+    /// read buffer already.
+    fn frame_arrived(&self, length: u64) -> bool {
+        self.reader.buffer().len() as u64 >= length
     }
 
     /// Reads the `length` bytes of a call's frame, counted in the budget already.
@@ -405,8 +422,10 @@ impl Connection<'_> {
             previous,
         } = call;
         let (path, reply) = answer::answer_blocking(session.state(), m, resend_timeout, |guard| {
-            // The guard has freed the previous response from the session: if nothing
-            // else holds it (a connection still writing it), its share is ours now.
+            // The guard has freed the previous response from the session (unless a
+            // resend was reading it as the request started): if nothing else holds it
+            // (a connection still writing it), its share is ours now. If something
+            // does, the new response is counted above the limit until that lets go.
             if let Some(Ok(previous)) = previous.map(Arc::try_unwrap) {
                 reservation.absorb(previous.into_charge());
             }
