@@ -158,7 +158,8 @@ struct Inner<T: Send + Sync> {
     live: Padded<AtomicUsize>,
     budget: Arc<Budget>,
     weigher: Box<Weigher<T>>,
-    observer: Box<dyn TableObserver>,
+    /// None until one is set: then no event is made (nor its fingerprint hashed).
+    observer: Option<Box<dyn TableObserver>>,
 }
 
 struct Entry<T: Send + Sync> {
@@ -194,7 +195,7 @@ impl<T: Send + Sync + 'static> SessionTable<T> {
                 live: Padded(AtomicUsize::new(0)),
                 budget,
                 weigher: Box::new(|_| 0),
-                observer: Box::new(|_| {}),
+                observer: None,
             }),
         }
     }
@@ -213,7 +214,7 @@ impl<T: Send + Sync + 'static> SessionTable<T> {
     /// # Panics
     /// If the table has been cloned or has sessions already.
     pub fn with_observer(mut self, observer: impl TableObserver + 'static) -> Self {
-        self.inner_mut().observer = Box::new(observer);
+        self.inner_mut().observer = Some(Box::new(observer));
         self
     }
 
@@ -250,10 +251,7 @@ impl<T: Send + Sync> SessionTable<T> {
             self.inner.expire_shard(&mut shard);
             break entry;
         };
-        let fingerprint = self.inner.ids.fingerprint(entry.id);
-        self.inner
-            .observer
-            .observe(TableEvent::Created(fingerprint));
+        self.inner.report(entry.id, TableEvent::Created);
         Ok(self.inner.attached(entry))
     }
 
@@ -263,10 +261,7 @@ impl<T: Send + Sync> SessionTable<T> {
         self.inner.expire_shard(&mut shard);
         let entry = shard.attach(id).ok_or(TableError::Unknown)?;
         drop(shard);
-        let fingerprint = self.inner.ids.fingerprint(id);
-        self.inner
-            .observer
-            .observe(TableEvent::Attached(fingerprint));
+        self.inner.report(id, TableEvent::Attached);
         Ok(self.inner.attached(entry))
     }
 
@@ -275,8 +270,7 @@ impl<T: Send + Sync> SessionTable<T> {
         let removed = self.inner.lock(id).remove(id);
         if removed.is_some() {
             self.inner.live.fetch_sub(1, Ordering::Relaxed);
-            let fingerprint = self.inner.ids.fingerprint(id);
-            self.inner.observer.observe(TableEvent::Ended(fingerprint));
+            self.inner.report(id, TableEvent::Ended);
         }
         removed.is_some()
     }
@@ -433,8 +427,14 @@ impl<T: Send + Sync> Inner<T> {
     fn removed(&self, entry: &Entry<T>) {
         // ORDERING: see `take_place`.
         self.live.fetch_sub(1, Ordering::Relaxed);
-        let fingerprint = self.ids.fingerprint(entry.id);
-        self.observer.observe(TableEvent::Evicted(fingerprint));
+        self.report(entry.id, TableEvent::Evicted);
+    }
+
+    /// Reports the event `event(fingerprint of id)`, if anyone observes.
+    fn report(&self, id: u64, event: impl FnOnce(Fingerprint) -> TableEvent) {
+        if let Some(observer) = &self.observer {
+            observer.observe(event(self.ids.fingerprint(id)));
+        }
     }
 
     /// Removes the due sessions of one shard; returns how many.
@@ -450,8 +450,8 @@ impl<T: Send + Sync> Inner<T> {
             };
             while let Some(entry) = shard.pop_older(queue, cutoff) {
                 removed += 1;
-                self.observer.observe(TableEvent::Expired {
-                    session: self.ids.fingerprint(entry.id),
+                self.report(entry.id, |session| TableEvent::Expired {
+                    session,
                     never_used: queue == Use::Never,
                 });
             }

@@ -10,6 +10,7 @@
 
 use super::Entry;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 /// Which detached queue a session waits in.
@@ -44,7 +45,7 @@ struct Queue {
 
 #[derive(Debug)]
 pub(super) struct Shard<T: Send + Sync> {
-    slots: HashMap<u64, Slot<T>>,
+    slots: HashMap<u64, Slot<T>, BuildHasherDefault<IdHasher>>,
     never_used: Queue,
     used: Queue,
     next_seq: u64,
@@ -53,7 +54,7 @@ pub(super) struct Shard<T: Send + Sync> {
 impl<T: Send + Sync> Shard<T> {
     pub(super) fn new() -> Self {
         Shard {
-            slots: HashMap::new(),
+            slots: HashMap::default(),
             never_used: Queue::default(),
             used: Queue::default(),
             next_seq: 0,
@@ -195,8 +196,39 @@ impl<T: Send + Sync> Shard<T> {
 }
 
 /// Whether `record` still stands for its session's place in `queue`.
-fn is_current<T: Send + Sync>(slots: &HashMap<u64, Slot<T>>, record: &Record, queue: Use) -> bool {
+fn is_current<T: Send + Sync>(
+    slots: &HashMap<u64, Slot<T>, BuildHasherDefault<IdHasher>>,
+    record: &Record,
+    queue: Use,
+) -> bool {
     slots
         .get(&record.id)
         .is_some_and(|slot| slot.detached == Some((queue, record.seq)))
+}
+
+/// The map's hash of a session id. Ids are a keyed hash already (see `ids`): their low
+/// bits are as random as any hash of them, and a client cannot choose the ids the
+/// table holds (only look them up), so no keyed hash is needed again. One multiply
+/// spreads the random bits into the top ones too, which the map also uses (the owner
+/// number sits there, the same in every id of a table).
+#[derive(Default)]
+pub(super) struct IdHasher(u64);
+
+/// An odd constant with well-mixed bits (2^64 divided by the golden ratio).
+const SPREAD: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(SPREAD);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(SPREAD);
+    }
 }
