@@ -20,6 +20,7 @@ use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode,
 };
+use crossbeam_utils::CachePadded;
 use peers::{Implementation, Response};
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
@@ -59,13 +60,15 @@ fn parallel_cycles<I: Implementation>(threads: usize, cycles: u64) -> Duration {
 }
 
 fn own_cycles<I: Implementation>(cycles: u64, start: &Barrier) -> (Instant, Instant) {
-    let sessions: Vec<I> = (0..SESSIONS).map(|_| I::default()).collect();
+    // Each on cache lines of its own: two threads' small allocations can otherwise
+    // share a line, and which do depends on what ran before.
+    let sessions: Vec<CachePadded<I>> = (0..SESSIONS).map(|_| CachePadded::default()).collect();
     let response: Response = Arc::new(7);
     start.wait();
     let began = Instant::now();
     for i in 0..cycles {
         let session = &sessions[(i % SESSIONS) as usize];
-        black_box(peers::cycle(session, i / SESSIONS + 1, &response));
+        black_box(peers::cycle(&**session, i / SESSIONS + 1, &response));
     }
     (began, Instant::now())
 }
