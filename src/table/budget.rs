@@ -210,10 +210,10 @@ impl Reservation {
     }
 
     /// Takes over the bytes of `other`, a reservation from the same budget.
-    pub fn absorb(&mut self, other: Reservation) {
+    pub fn absorb(&mut self, mut other: Reservation) {
         assert!(Arc::ptr_eq(&self.budget, &other.budget), "one budget");
-        self.bytes += other.bytes;
-        std::mem::forget(other);
+        self.bytes += std::mem::take(&mut other.bytes);
+        // `other` drops with nothing to give back (and its hold on the budget goes).
     }
 }
 
@@ -259,6 +259,18 @@ mod tests {
         assert_eq!((r.bytes(), budget.used()), (130, 130));
         drop(r);
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn absorbing_a_reservation_moves_its_bytes_and_keeps_no_hold_on_the_budget() {
+        let budget = Budget::new(100);
+        let mut r = budget.try_reserve(10).unwrap();
+        r.absorb(budget.try_reserve(20).unwrap());
+        assert!(r.try_grow(5));
+        assert_eq!((r.bytes(), budget.used()), (35, 35));
+        drop(r);
+        assert_eq!(budget.used(), 0);
+        assert_eq!(Arc::strong_count(&budget), 1);
     }
 
     #[test]
