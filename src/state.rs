@@ -16,10 +16,11 @@
 //! `PARKED`: some thread may be parked on the session's futex; the next transition clears
 //! it and wakes (if the parked-waiter count beside the futex says anyone is still there).
 //! `UNGUARDED`: `Processing(n)` was started by the seed-compatible `triage_request`, so
-//! the seed's `set_response` may claim it (it clears the bit; its publish then drains the
-//! readers and reclaims the slot, as every owner's does). `DOOR`: a triage that lost a race closed the door to new
-//! readers; the `start` that follows clears it, and until then the reader count can only
-//! fall, so the triage finishes in as many steps as there were readers inside.
+//! the seed's `set_response` may claim it (it clears the bit; its publish then drains
+//! the readers and reclaims the slot, as every owner's does). `DOOR`: a triage that lost
+//! a race closed the door to new readers; the `start` that follows clears it, and until
+//! then the reader count can only fall, so the triage finishes in as many steps as there
+//! were readers inside.
 //! `readers`: threads inside the few-instruction window in which they clone the response
 //! out of the counted slot; they can enter only in `Ready(n)` (not abandoned) with the
 //! door open. `ASYNC` (async waiters): some async waiter may be listening on the
@@ -469,9 +470,8 @@ impl StateWord {
 
     /// Takes over an unguarded `Processing(m)`, returning the word it replaced (the
     /// caller drains the readers still counted before it touches the slot, as every
-    /// owner does); exactly one caller
-    /// per request wins. One read-modify-write whatever the state: clearing a bit that
-    /// is not set changes nothing.
+    /// owner does); exactly one caller per request wins. One read-modify-write whatever
+    /// the state: clearing a bit that is not set changes nothing.
     #[inline]
     pub fn claim(&self) -> Result<Word, Word> {
         // ORDERING: acquire pairs with the release of the `start` that set UNGUARDED

@@ -94,9 +94,6 @@ impl<T, S: Slot<T>> SessionState<T, S> {
         m: u64,
         deadline: Option<Instant>,
     ) -> Result<Arc<T>, WaitTimeoutError> {
-        if let Some(response) = self.read_at_once(m) {
-            return Ok(response);
-        }
         let mut spin = Spin::new();
         loop {
             let seen = self.word.load();

@@ -113,7 +113,10 @@ impl<T, S: Slot<T>> SessionState<T, S> {
 
     /// As [`wait`](Self::wait), giving up at `deadline`.
     pub fn wait_until(&self, m: RequestNr, deadline: Instant) -> Result<Arc<T>, WaitTimeoutError> {
-        self.wait_blocking(m.get(), Some(deadline))
+        match self.read_at_once(m.get()) {
+            Some(response) => Ok(response),
+            None => self.wait_blocking(m.get(), Some(deadline)),
+        }
     }
 
     /// The last look once the deadline has passed: a settled outcome still wins.
@@ -191,13 +194,7 @@ impl<T, S: Slot<T>> SessionState<T, S> {
             if !(seen.has_response() && seen.request() == m) {
                 return None;
             }
-            // SAFETY: a non-counting slot may be read at any time.
-            let response = unsafe { self.slot.get() };
-            // As in `read_response`: keep it only if the word still says `Ready(m)`.
-            let still = self.word.load();
-            (still.request() == m && still.has_response())
-                .then_some(response)
-                .flatten()
+            self.read_response(m, seen).ok().flatten()
         }
     }
 
