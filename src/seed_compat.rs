@@ -8,6 +8,12 @@
 //! - `wait_get_response` for a number not triaged yet parks instead of spinning, and
 //!   returns `None` for an abandoned request.
 //!
+//! `set_response` keeps a copy of the response for the calling thread, which its own
+//! `wait_get_response` of the same request (the original's handler makes that call
+//! next, to send the response) takes after checking that the session still holds that
+//! response, instead of registering as a reader. Until then, or until the thread's next
+//! `set_response`, the copy keeps the response alive (one response per thread).
+//!
 //! What these calls cannot protect against: `set_response` does not name its request,
 //! so a thread that calls it late answers whichever unguarded request is current. The
 //! typed API ([`SessionState::triage`] and its guard) binds each publish to its request
@@ -19,6 +25,8 @@ use crate::session::SessionState;
 use crate::slot::Slot;
 use crate::state::Refusal;
 use std::sync::Arc;
+
+mod read_back;
 
 impl<T, S: Slot<T>> SessionState<T, S> {
     /// MUSCLE3's `triage_request`: `(should_process, should_send)`.
@@ -44,13 +52,17 @@ impl<T, S: Slot<T>> SessionState<T, S> {
 
     /// MUSCLE3's `set_response`: publishes the response of the request being
     /// processed and wakes every waiter. A panic in the conversion, or in the `Drop`
-    /// of the previous response, abandons the request.
+    /// of the previous response, abandons the request. (A panic in the `Drop` of the
+    /// copy this thread kept of its previous response comes after the publish.)
     #[inline]
     pub fn set_response(&self, response: impl Into<Arc<T>>) -> Result<(), SetResponseError> {
         match self.word.claim() {
             Ok(claimed) => {
                 let guard = self.claimed(claimed);
-                SessionState::publish(guard, response.into());
+                let response = response.into();
+                let earlier = read_back::keep(self.address(), guard.request().get(), &response);
+                SessionState::publish(guard, response);
+                drop(earlier);
                 Ok(())
             }
             Err(seen) if seen.is_ready() => Err(SetResponseError::NotProcessing),
@@ -63,6 +75,40 @@ impl<T, S: Slot<T>> SessionState<T, S> {
     #[inline]
     pub fn wait_get_response(&self, m: u64) -> Result<Option<Arc<T>>, InvalidRequestNr> {
         let m = RequestNr::new(m)?;
+        if let Some(response) = self.read_back(m.get()) {
+            return Ok(Some(response));
+        }
         Ok(self.wait(m).ok())
+    }
+
+    /// The copy of `m`'s response this thread kept when it published it, if this
+    /// session still holds that very response as the response of `m`: the word shows
+    /// `Ready(m)` with a response before and after the slot is found holding the copy's
+    /// address. Numbers only grow and the slot changes only while a request is
+    /// processed, so the slot held `m`'s response throughout; the copy keeps its
+    /// allocation alive, so the same address is the same response.
+    #[inline]
+    fn read_back(&self, m: u64) -> Option<Arc<T>> {
+        let kept = read_back::take()?;
+        if !kept.was_published_as(self.address(), m) {
+            read_back::put_back(kept);
+            return None;
+        }
+        let holds_m = |w: crate::state::Word| w.request() == m && w.has_response();
+        if holds_m(self.word.load())
+            && self.slot.holds(kept.response().cast())
+            && holds_m(self.word.load())
+        {
+            // SAFETY: this session's slot, of `T`s, held the copy's address while the
+            // copy kept that allocation alive.
+            return Some(unsafe { kept.into_response::<T>() });
+        }
+        None
+    }
+
+    /// This session's address, the hint a kept copy carries.
+    #[inline]
+    fn address(&self) -> usize {
+        self as *const Self as usize
     }
 }

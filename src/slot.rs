@@ -11,7 +11,7 @@
 //!   `ArcSwap` in the process, and the list never shrinks: with a thread per connection
 //!   a publish costs microseconds. Kept selectable for workloads with few threads.
 
-use crate::sync::{ArcCell, UnsafeCell};
+use crate::sync::{ArcCell, ResponseCell};
 use std::fmt;
 use std::sync::Arc;
 
@@ -54,12 +54,17 @@ pub(crate) mod sealed {
         /// (A non-counting slot is safe to read at any time; the caller re-checks the
         /// word to know whose response it got.)
         unsafe fn get(&self) -> Option<Arc<T>>;
+
+        /// Whether the slot holds `response` (by address) at some moment during the
+        /// call. Callable at any time; the caller reads the state word before and after
+        /// to know whose response that was.
+        fn holds(&self, response: *const T) -> bool;
     }
 }
 
 /// The default slot: a plain cell guarded by the reader count in the state word.
 pub struct CountedSlot<T> {
-    response: UnsafeCell<Option<Arc<T>>>,
+    response: ResponseCell<T>,
 }
 
 // SAFETY: the cell is only written by the owner of `Processing(m)` after the readers
@@ -74,36 +79,34 @@ impl<T: Send + Sync> sealed::SlotImpl<T> for CountedSlot<T> {
 
     fn empty() -> Self {
         CountedSlot {
-            response: UnsafeCell::new(None),
+            response: ResponseCell::new(),
         }
     }
 
     #[inline]
     unsafe fn take(&self) -> Option<Arc<T>> {
         // SAFETY: exclusive access, per the contract.
-        unsafe { self.response.with_mut(Option::take) }
+        unsafe { self.response.take() }
     }
 
     /// Writes without reading what was there: the owner took the old response out
-    /// just before, so the cell is empty (were it not, the old response would leak,
-    /// never be dropped twice).
+    /// just before, so the cell is empty.
     #[inline]
     unsafe fn put(&self, response: Arc<T>) -> Option<Arc<T>> {
-        // SAFETY: exclusive access, per the contract; writing over an `Option` without
-        // dropping it is sound (at worst a leak), and it is `None` here.
-        unsafe {
-            self.response.with_mut(|slot| {
-                debug_assert!((*slot).is_none(), "the old response was taken out");
-                std::ptr::write(slot, Some(response));
-            });
-        }
+        // SAFETY: exclusive access, per the contract; the cell is empty.
+        unsafe { self.response.put(response) };
         None
     }
 
     #[inline]
     unsafe fn get(&self) -> Option<Arc<T>> {
         // SAFETY: counted readers only overlap other readers, per the contract.
-        unsafe { self.response.with(Option::clone) }
+        unsafe { self.response.get() }
+    }
+
+    #[inline]
+    fn holds(&self, response: *const T) -> bool {
+        self.response.holds(response)
     }
 }
 
@@ -145,6 +148,14 @@ impl<T: Send + Sync> sealed::SlotImpl<T> for ArcSwapSlot<T> {
     #[inline]
     unsafe fn get(&self) -> Option<Arc<T>> {
         self.response.load_full()
+    }
+
+    #[inline]
+    fn holds(&self, response: *const T) -> bool {
+        self.response
+            .load()
+            .as_ref()
+            .is_some_and(|held| std::ptr::eq(Arc::as_ptr(held), response))
     }
 }
 

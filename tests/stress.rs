@@ -120,7 +120,70 @@ for_each_slot!(Payload =>
     dropped_connections_panics_and_late_frames,
     reconnect_storm,
     without_faults_every_response_arrives_first_time,
+    seed_calls_racing_read_back_only_the_response_of_their_number,
 );
+
+/// The seed's calls from threads racing on shared sessions: each number is triaged by
+/// every thread, processed by exactly one, and every response a thread gets back
+/// (through its own kept copy after publishing, or as a resend) is that number's; a
+/// `None` is allowed only once the session has moved past the number.
+fn seed_calls_racing_read_back_only_the_response_of_their_number<S: Slot<Payload> + 'static>() {
+    use exactly_once::SessionState;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const THREADS: usize = 4;
+    const NUMBERS: u64 = 20_000;
+    let sessions: Vec<SessionState<Payload, S>> = (0..2).map(|_| SessionState::new()).collect();
+    let executions: Vec<AtomicU64> = (0..2 * NUMBERS).map(|_| AtomicU64::new(0)).collect();
+    let (read_back, nones) = (AtomicU64::new(0), AtomicU64::new(0));
+    std::thread::scope(|scope| {
+        for _ in 0..THREADS {
+            let (sessions, executions) = (&sessions, &executions);
+            let (read_back, nones) = (&read_back, &nones);
+            scope.spawn(move || {
+                for m in 1..NUMBERS {
+                    // Alternating sessions: a thread's kept copy is often another
+                    // session's when it reads.
+                    for (id, session) in sessions.iter().enumerate() {
+                        let id = id as u64;
+                        let (process, send) = session.triage_request(m).unwrap();
+                        if process {
+                            // ORDERING: relaxed; counters read after the threads joined.
+                            executions[(2 * m + id) as usize].fetch_add(1, Ordering::Relaxed);
+                            session.set_response(sim::encode(id, m)).unwrap();
+                        }
+                        if !send {
+                            continue;
+                        }
+                        match session.wait_get_response(m).unwrap() {
+                            Some(got) => {
+                                assert_eq!(sim::decode(&got), Some((id, m)), "wrong response");
+                                read_back.fetch_add(u64::from(process), Ordering::Relaxed);
+                            }
+                            None => {
+                                assert!(session.status().request > m, "None while at {m}");
+                                nones.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    for (i, count) in executions.iter().enumerate().skip(2) {
+        assert_eq!(
+            count.load(Ordering::Relaxed),
+            1,
+            "request {} of session {}",
+            i / 2,
+            i % 2
+        );
+    }
+    println!(
+        "{} read back by their processor, {} moved past",
+        read_back.into_inner(),
+        nones.into_inner()
+    );
+}
 
 #[test]
 fn responses_encode_their_request() {

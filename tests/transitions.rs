@@ -781,6 +781,149 @@ fn seed_wait_get_response_of_an_older_number_is_none<S: Slot<Response>>() {
     );
 }
 
+// ---- The publishing thread's read-back of its own response ----
+
+fn seed_wait_get_response_on_the_publishing_thread_returns_the_very_response_published<
+    S: Slot<Response>,
+>() {
+    let s = seed_ready_at::<S>(1);
+    assert_eq!(s.triage_request(2), Ok((true, true)));
+    let published = Arc::new(response(2));
+    assert_eq!(s.set_response(Arc::clone(&published)), Ok(()));
+    let read = s.wait_get_response(2).unwrap().unwrap();
+    assert!(Arc::ptr_eq(&read, &published));
+    // Again (the copy was handed over; this read is a counted one), and from another
+    // thread, which keeps no copy.
+    let again = s.wait_get_response(2).unwrap().unwrap();
+    assert!(Arc::ptr_eq(&again, &published));
+    let elsewhere = thread::scope(|scope| scope.spawn(|| s.wait_get_response(2)).join());
+    assert!(Arc::ptr_eq(
+        &elsewhere.unwrap().unwrap().unwrap(),
+        &published
+    ));
+}
+
+fn seed_read_back_after_the_session_moved_on_is_none_not_the_kept_copy<S: Slot<Response>>() {
+    let s = seed_ready_at::<S>(1);
+    assert_eq!(s.triage_request(2), Ok((true, true)));
+    assert_eq!(s.set_response(response(2)), Ok(()));
+    // Another thread starts and answers 3 before this thread reads 2 back.
+    thread::scope(|scope| {
+        scope.spawn(|| {
+            let _ = process(&s, 3).complete(response(3));
+        });
+    });
+    assert_eq!(s.wait_get_response(2), Ok(None));
+    // Abandoned in between: no response, whatever was kept.
+    assert_eq!(s.triage_request(4), Ok((true, true)));
+    assert_eq!(s.set_response(response(4)), Ok(()));
+    thread::scope(|scope| {
+        scope.spawn(|| process(&s, 5).abandon());
+    });
+    assert_eq!(s.wait_get_response(4), Ok(None));
+    assert_eq!(s.wait_get_response(5), Ok(None));
+}
+
+fn seed_read_back_answers_only_the_session_and_number_it_was_published_for<S: Slot<Response>>() {
+    let a = seed_ready_at::<S>(1);
+    let b = ready_at::<S>(1);
+    assert_eq!(a.triage_request(2), Ok((true, true)));
+    assert_eq!(a.set_response(response(2)), Ok(()));
+    let _ = process(&b, 2).complete(b"b's own 2".to_vec());
+    // Another session at the same number gets its own response; the copy stays for
+    // the session it answers.
+    assert_eq!(
+        b.wait_get_response(2).unwrap().as_deref(),
+        Some(&b"b's own 2".to_vec())
+    );
+    assert_eq!(a.wait_get_response(1), Ok(None));
+    assert_eq!(
+        a.wait_get_response(2).unwrap().as_deref(),
+        Some(&response(2))
+    );
+}
+
+/// A session built, dropped, and another built in the same memory, with another
+/// response type: the copy kept for the first is never taken as the second's.
+fn seed_read_back_in_a_new_session_at_the_address_of_a_dropped_one_reads_the_new_one<
+    S: Slot<Response>,
+>() {
+    use std::mem::MaybeUninit;
+    type Other = SessionState<String>;
+    assert_eq!(
+        std::mem::size_of::<Other>(),
+        std::mem::size_of::<Session<S>>()
+    );
+    assert!(std::mem::align_of::<Other>() <= std::mem::align_of::<Session<S>>());
+    let mut memory = Box::new(MaybeUninit::<Session<S>>::uninit());
+    let first: &mut Session<S> = memory.write(seed_ready_at::<S>(1));
+    assert_eq!(first.triage_request(2), Ok((true, true)));
+    assert_eq!(first.set_response(response(2)), Ok(()));
+    let place = memory.as_mut_ptr();
+    // SAFETY: `first` lives at `place` and is not used after this.
+    unsafe { std::ptr::drop_in_place(place) };
+    let place = place.cast::<Other>();
+    // SAFETY: `place` is allocated, aligned and large enough for an `Other` (checked
+    // above), and holds nothing live.
+    unsafe { place.write(Other::new()) };
+    // SAFETY: initialised just above; dropped below before the memory is freed.
+    let second = unsafe { &*place };
+    for m in 1..=2 {
+        let _ = process(second, m).complete(format!("second's {m}"));
+    }
+    assert_eq!(
+        second.wait_get_response(2).unwrap().as_deref(),
+        Some(&"second's 2".to_string())
+    );
+    // SAFETY: `second` is not used after this.
+    unsafe { std::ptr::drop_in_place(place) };
+}
+
+/// A response whose `Drop` panics for request 1.
+struct Loud(u64);
+
+impl Drop for Loud {
+    fn drop(&mut self) {
+        if self.0 == 1 && !thread::panicking() {
+            panic!("drop of response 1");
+        }
+    }
+}
+
+/// The kept copy holds the response until this thread's next `set_response` (or read
+/// back, or exit); a panic in its `Drop` there comes after the new response is
+/// published, so nothing is left processing.
+fn seed_kept_copy_is_released_by_the_next_set_response_even_when_its_drop_panics<S: Slot<Loud>>() {
+    let s = SessionState::<Loud, S>::new();
+    let t = SessionState::<Loud, S>::new();
+    assert_eq!(s.triage_request(1), Ok((true, true)));
+    assert_eq!(s.set_response(Loud(1)), Ok(()));
+    // Moving `s` on drops its copy in the slot, not this thread's: no panic yet.
+    let _ = process(&s, 2).complete(Loud(2));
+    assert_eq!(t.triage_request(1), Ok((true, true)));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.set_response(Loud(7))));
+    assert!(
+        caught.is_err(),
+        "the kept copy's drop ran in the next set_response"
+    );
+    assert_eq!(t.status(), status(1, Phase::Ready));
+    assert_eq!(t.wait_get_response(1).unwrap().unwrap().0, 7);
+}
+
+#[test]
+fn seed_kept_copy_is_released_by_the_next_set_response_even_when_its_drop_panics_counted() {
+    seed_kept_copy_is_released_by_the_next_set_response_even_when_its_drop_panics::<
+        exactly_once::CountedSlot<Loud>,
+    >();
+}
+
+#[test]
+fn seed_kept_copy_is_released_by_the_next_set_response_even_when_its_drop_panics_arc_swap() {
+    seed_kept_copy_is_released_by_the_next_set_response_even_when_its_drop_panics::<
+        ArcSwapSlot<Loud>,
+    >();
+}
+
 // ---- status() and Debug ----
 
 fn status_and_debug_after_each_kind_of_transition<S: Slot<Response>>() {
@@ -1052,6 +1195,10 @@ for_each_slot!(Response =>
     seed_set_response_while_a_typed_guard_owns_the_request_is_claimed,
     seed_second_set_response_for_the_same_request_is_not_processing,
     seed_wait_get_response_of_an_older_number_is_none,
+    seed_wait_get_response_on_the_publishing_thread_returns_the_very_response_published,
+    seed_read_back_after_the_session_moved_on_is_none_not_the_kept_copy,
+    seed_read_back_answers_only_the_session_and_number_it_was_published_for,
+    seed_read_back_in_a_new_session_at_the_address_of_a_dropped_one_reads_the_new_one,
     status_and_debug_after_each_kind_of_transition,
     debug_never_blocks_and_shows_a_parked_waiter,
     session_is_send_and_sync_and_the_guard_is_send,

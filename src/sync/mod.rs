@@ -93,46 +93,5 @@ impl Backoff {
     }
 }
 
-/// A cell whose accesses loom can check for races (std's `UnsafeCell` otherwise).
-#[derive(Debug)]
-pub(crate) struct UnsafeCell<T> {
-    #[cfg(not(loom))]
-    inner: std::cell::UnsafeCell<T>,
-    #[cfg(loom)]
-    inner: loom::cell::UnsafeCell<T>,
-}
-
-impl<T> UnsafeCell<T> {
-    pub(crate) fn new(value: T) -> Self {
-        Self {
-            #[cfg(not(loom))]
-            inner: std::cell::UnsafeCell::new(value),
-            #[cfg(loom)]
-            inner: loom::cell::UnsafeCell::new(value),
-        }
-    }
-
-    /// # Safety
-    /// No thread may write the cell while `f` runs.
-    #[inline]
-    pub(crate) unsafe fn with<R>(&self, f: impl FnOnce(&T) -> R) -> R {
-        #[cfg(not(loom))]
-        // SAFETY: the caller rules out concurrent writes; reads may overlap.
-        return f(unsafe { &*self.inner.get() });
-        #[cfg(loom)]
-        // SAFETY: as above; loom checks the claim.
-        return self.inner.with(|p| f(unsafe { &*p }));
-    }
-
-    /// # Safety
-    /// No other thread may read or write the cell while `f` runs.
-    #[inline]
-    pub(crate) unsafe fn with_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        #[cfg(not(loom))]
-        // SAFETY: the caller guarantees exclusive access.
-        return f(unsafe { &mut *self.inner.get() });
-        #[cfg(loom)]
-        // SAFETY: as above; loom checks the claim.
-        return self.inner.with_mut(|p| f(unsafe { &mut *p }));
-    }
-}
+mod response_cell;
+pub(crate) use response_cell::ResponseCell;

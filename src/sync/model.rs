@@ -82,6 +82,11 @@ impl<T> ArcCell<T> {
         None
     }
 
+    /// As arc-swap's `load`, whose guard derefs to what this returns.
+    pub(crate) fn load(&self) -> Option<Arc<T>> {
+        self.load_full()
+    }
+
     pub(crate) fn load_full(&self) -> Option<Arc<T>> {
         // ORDERING: acquire, as arc-swap's load.
         let raw = self.ptr.load(Ordering::Acquire);
