@@ -11,8 +11,11 @@
 //! `set_response` keeps a copy of the response for the calling thread, which its own
 //! `wait_get_response` of the same request (the original's handler makes that call
 //! next, to send the response) takes after checking that the session still holds that
-//! response, instead of registering as a reader. Until then, or until the thread's next
-//! `set_response`, the copy keeps the response alive (one response per thread).
+//! response, instead of registering as a reader. The thread's next call of either
+//! releases the copy if it was not taken; until then, or until the thread exits, the
+//! copy keeps the response alive, also past its session (one response per thread).
+//! Hence these calls need `T: 'static`, and a response's `Drop` may run on the
+//! publishing thread, in that later call or among its thread-locals' destructors.
 //!
 //! What these calls cannot protect against: `set_response` does not name its request,
 //! so a thread that calls it late answers whichever unguarded request is current. The
@@ -28,7 +31,7 @@ use std::sync::Arc;
 
 mod read_back;
 
-impl<T, S: Slot<T>> SessionState<T, S> {
+impl<T: 'static, S: Slot<T>> SessionState<T, S> {
     /// MUSCLE3's `triage_request`: `(should_process, should_send)`.
     ///
     /// `(true, true)` leaves the request in processing with no guard: answer it with
@@ -54,6 +57,26 @@ impl<T, S: Slot<T>> SessionState<T, S> {
     /// processed and wakes every waiter. A panic in the conversion, or in the `Drop`
     /// of the previous response, abandons the request. (A panic in the `Drop` of the
     /// copy this thread kept of its previous response comes after the publish.)
+    ///
+    /// The response must own what it holds (`T: 'static`): the calling thread keeps a
+    /// copy for its own `wait_get_response`, which may outlive the session.
+    ///
+    /// ```compile_fail
+    /// # use exactly_once::SessionState;
+    /// let text = String::from("borrowed");
+    /// let session = SessionState::<&str>::new();
+    /// session.triage_request(1).unwrap();
+    /// session.set_response(&*text).unwrap(); // borrows `text`: refused
+    /// # drop(text);
+    /// ```
+    ///
+    /// ```
+    /// # use exactly_once::SessionState;
+    /// let session = SessionState::<&'static str>::new();
+    /// session.triage_request(1).unwrap();
+    /// session.set_response("owned").unwrap();
+    /// assert_eq!(session.wait_get_response(1).unwrap().as_deref(), Some(&"owned"));
+    /// ```
     #[inline]
     pub fn set_response(&self, response: impl Into<Arc<T>>) -> Result<(), SetResponseError> {
         match self.word.claim() {
@@ -91,7 +114,7 @@ impl<T, S: Slot<T>> SessionState<T, S> {
     fn read_back(&self, m: u64) -> Option<Arc<T>> {
         let kept = read_back::take()?;
         if !kept.was_published_as(self.address(), m) {
-            read_back::put_back(kept);
+            // Released here: the thread has moved on to other requests.
             return None;
         }
         let holds_m = |w: crate::state::Word| w.request() == m && w.has_response();

@@ -910,6 +910,67 @@ fn seed_kept_copy_is_released_by_the_next_set_response_even_when_its_drop_panics
     assert_eq!(t.wait_get_response(1).unwrap().unwrap().0, 7);
 }
 
+/// A response that counts its drops.
+struct Counted(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A session dropped right after its `set_response`: the publishing thread's copy keeps
+/// the response until that thread's next seed call, on any session, or its exit.
+fn seed_kept_copy_of_a_dropped_session_goes_at_the_threads_next_seed_call_or_exit<
+    S: Slot<Counted> + 'static,
+>() {
+    let drops = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = || drops.load(std::sync::atomic::Ordering::SeqCst);
+    let s = SessionState::<Counted, S>::new();
+    assert_eq!(s.triage_request(1), Ok((true, true)));
+    assert_eq!(s.set_response(Counted(Arc::clone(&drops))), Ok(()));
+    drop(s);
+    assert_eq!(count(), 0, "kept by this thread");
+    let other = SessionState::<Counted, S>::new();
+    let unrelated = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    assert_eq!(other.triage_request(1), Ok((true, true)));
+    assert_eq!(other.set_response(Counted(unrelated)), Ok(()));
+    assert_eq!(count(), 1, "released by the next set_response");
+    // And by a read of another session (here a number it has moved past).
+    assert_eq!(other.triage_request(2), Ok((true, true)));
+    assert_eq!(other.set_response(Counted(Arc::clone(&drops))), Ok(()));
+    let third = SessionState::<Counted, S>::new();
+    let _ = process(&third, 1).complete(Counted(Arc::default()));
+    let _ = process(&third, 2).complete(Counted(Arc::default()));
+    assert!(matches!(third.wait_get_response(1), Ok(None)));
+    drop(other);
+    assert_eq!(count(), 2, "released by the read of another session");
+    // Joined natively (a scoped thread's end is signalled before its thread-locals go).
+    let response = Counted(Arc::clone(&drops));
+    thread::spawn(move || {
+        let s = SessionState::<Counted, S>::new();
+        assert_eq!(s.triage_request(1), Ok((true, true)));
+        assert_eq!(s.set_response(response), Ok(()));
+    })
+    .join()
+    .unwrap();
+    assert_eq!(count(), 3, "released when the thread exited");
+}
+
+#[test]
+fn seed_kept_copy_of_a_dropped_session_goes_at_the_threads_next_seed_call_or_exit_counted() {
+    seed_kept_copy_of_a_dropped_session_goes_at_the_threads_next_seed_call_or_exit::<
+        exactly_once::CountedSlot<Counted>,
+    >();
+}
+
+#[test]
+fn seed_kept_copy_of_a_dropped_session_goes_at_the_threads_next_seed_call_or_exit_arc_swap() {
+    seed_kept_copy_of_a_dropped_session_goes_at_the_threads_next_seed_call_or_exit::<
+        ArcSwapSlot<Counted>,
+    >();
+}
+
 #[test]
 fn seed_kept_copy_is_released_by_the_next_set_response_even_when_its_drop_panics_counted() {
     seed_kept_copy_is_released_by_the_next_set_response_even_when_its_drop_panics::<

@@ -71,7 +71,7 @@ impl Kept {
 /// longer leave anything half done. Keeps nothing under the model checker (whose
 /// threads share one real thread's locals) or in a thread being torn down.
 #[inline]
-pub(super) fn keep<T>(session: usize, request: u64, response: &Arc<T>) -> Option<Kept> {
+pub(super) fn keep<T: 'static>(session: usize, request: u64, response: &Arc<T>) -> Option<Kept> {
     if MODEL_CHECKED {
         return None;
     }
@@ -89,10 +89,4 @@ pub(super) fn keep<T>(session: usize, request: u64, response: &Arc<T>) -> Option
 #[inline]
 pub(super) fn take() -> Option<Kept> {
     KEPT.try_with(Cell::take).ok().flatten()
-}
-
-/// Puts back a copy `take` took that was not the one wanted.
-#[inline]
-pub(super) fn put_back(kept: Kept) {
-    let _ = KEPT.try_with(|k| k.set(Some(kept)));
 }
