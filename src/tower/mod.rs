@@ -110,5 +110,5 @@ pub use key::{
 pub use layer::{ExactlyOnceLayer, HttpLayer};
 pub use service::ExactlyOnce;
 pub use store::{
-    BoxError, CloneStore, HttpStore, Store, StoreError, StoreResponse, StoredResponse,
+    AnswerBody, BoxError, CloneStore, HttpStore, Store, StoreError, StoreResponse, StoredResponse,
 };
