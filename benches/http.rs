@@ -1,17 +1,24 @@
 //! HTTP calls/s and p99 latency over loopback with and without the exactly-once layers,
 //! measured in the same run: requests numbered by hand (the two headers only) to a plain
-//! axum server, the bare setup the costs are measured against; the same requests to the
-//! same handler behind [`HttpLayer`]; requests from [`Client`] to the server behind
+//! axum server, the bare setup the costs are measured against; a layer that only passes
+//! requests on, applied with `Router::layer` and around the whole router (what axum
+//! charges for a layer either way); the same requests to the same handler behind
+//! [`HttpLayer`], applied either way; requests from [`Client`] to the router wrapped in
 //! [`HttpLayer`]; and, for reference, plain requests without the headers.
 //!
 //! ```sh
-//! cargo bench --features tower --bench http -- --seconds 2 --rounds 3 --clients 4
+//! cargo bench --features tower --bench http -- --seconds 2 --rounds 5 --clients 4
 //! ```
 //!
 //! Rounds alternate between the setups; the report gives each one's median over its
 //! rounds and the ratios to the bare setup (goal: the layers cost at most 5% of calls/s
-//! and 10 µs at p99). `--only 1,2` runs only the setups listed (for profiling one at a
-//! time).
+//! and 10 µs at p99). `--only 1,5` runs only the setups listed, and `--calls N` makes
+//! each client call `N` times instead of for `--seconds`: for counting instructions per
+//! call, one setup at a time, from the difference of two runs, e.g.
+//!
+//! ```sh
+//! valgrind --tool=callgrind target/release/deps/http-* --rounds 1 --clients 1 --only 5 --calls 2000
+//! ```
 
 use axum::{routing::post, Router};
 use bytes::Bytes;
