@@ -104,6 +104,7 @@ mod client;
 mod error;
 mod error_responses;
 mod future;
+mod headers;
 mod key;
 mod layer;
 mod service;
@@ -113,6 +114,7 @@ pub use client::{Client, ClientConfig, ClientError, ClientFuture, ClientLayer};
 pub use error::Error;
 pub use error_responses::HttpErrors;
 pub use future::{HttpResponseFuture, ResponseFuture};
+pub use headers::StoredHeaders;
 pub use key::{
     key_from_headers, HeaderKey, Key, KeyError, KeyExtractor, SessionId, ERROR_HEADER,
     REQUEST_HEADER, SESSION_HEADER,

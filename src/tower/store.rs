@@ -2,9 +2,10 @@
 //! [`CloneStore`] for responses that are `Clone` and [`HttpStore`] for HTTP.
 
 use super::body::{read_limited, ReadError};
+use super::headers::StoredHeaders;
 use super::key::{SessionId, ERROR_NAME, SESSION_NAME};
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Response, StatusCode, Version};
+use http::{HeaderValue, Response, StatusCode, Version};
 use http_body::Body;
 use http_body_util::Full;
 use std::fmt;
@@ -128,10 +129,8 @@ pub struct StoredResponse {
     pub status: StatusCode,
     /// The HTTP version.
     pub version: Version,
-    /// The headers, in the order the response had them (a name with several values
-    /// once per value). A list rather than a [`HeaderMap`](http::HeaderMap): one allocation, where a
-    /// map's copy takes two, on the path of every request.
-    pub headers: Box<[(HeaderName, HeaderValue)]>,
+    /// The headers.
+    pub headers: StoredHeaders,
     /// The body, buffered.
     pub body: Bytes,
 }
@@ -212,19 +211,12 @@ where
             let stored = StoredResponse {
                 status: parts.status,
                 version: parts.version,
-                headers: listed(&parts.headers),
+                headers: StoredHeaders::new(&parts.headers),
                 body: body.clone(),
             };
             Ok((stored, Response::from_parts(parts, A::from(body))))
         }
     }
-}
-
-/// The headers as a list, in one allocation of the exact size (`len` counts every value).
-fn listed(headers: &http::HeaderMap) -> Box<[(HeaderName, HeaderValue)]> {
-    let mut list = Vec::with_capacity(headers.len());
-    list.extend(headers.iter().map(|(n, v)| (n.clone(), v.clone())));
-    list.into_boxed_slice()
 }
 
 impl<A: AnswerBody> Store for HttpStore<A> {
@@ -235,11 +227,7 @@ impl<A: AnswerBody> Store for HttpStore<A> {
         let mut response = Response::new(A::from(stored.body.clone()));
         *response.status_mut() = stored.status;
         *response.version_mut() = stored.version;
-        let headers = response.headers_mut();
-        headers.reserve(stored.headers.len());
-        for (name, value) in stored.headers.iter() {
-            headers.append(name, value.clone());
-        }
+        *response.headers_mut() = stored.headers.to_map();
         response
     }
 
