@@ -1,17 +1,24 @@
 //! HTTP calls/s and p99 latency over loopback with and without the exactly-once layers,
 //! measured in the same run: requests numbered by hand (the two headers only) to a plain
-//! axum server, the bare setup the costs are measured against; the same requests to the
-//! same handler behind [`HttpLayer`]; requests from [`Client`] to the server behind
+//! axum server, the bare setup the costs are measured against; a layer that only passes
+//! requests on, applied with `Router::layer` and around the whole router (what axum
+//! charges for a layer either way); the same requests to the same handler behind
+//! [`HttpLayer`], applied either way; requests from [`Client`] to the router wrapped in
 //! [`HttpLayer`]; and, for reference, plain requests without the headers.
 //!
 //! ```sh
-//! cargo bench --features tower --bench http -- --seconds 2 --rounds 3 --clients 4
+//! cargo bench --features tower --bench http -- --seconds 2 --rounds 5 --clients 4
 //! ```
 //!
 //! Rounds alternate between the setups; the report gives each one's median over its
 //! rounds and the ratios to the bare setup (goal: the layers cost at most 5% of calls/s
-//! and 10 µs at p99). `--only 1,2` runs only the setups listed (for profiling one at a
-//! time).
+//! and 10 µs at p99). `--only 1,5` runs only the setups listed, and `--calls N` makes
+//! each client call `N` times instead of for `--seconds`: for counting instructions per
+//! call, one setup at a time, from the difference of two runs, e.g.
+//!
+//! ```sh
+//! valgrind --tool=callgrind target/release/deps/http-* --rounds 1 --clients 1 --only 5 --calls 2000
+//! ```
 
 use axum::{routing::post, Router};
 use bytes::Bytes;
@@ -23,12 +30,16 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tower_layer::Layer;
 use tower_service::Service;
 
 struct Settings {
     seconds: f64,
     rounds: usize,
     clients: usize,
+    /// Calls per client and round instead of `seconds` (`--calls 1000`), for counting
+    /// instructions per call.
+    calls: Option<usize>,
     /// Only the setups whose index is listed (`--only 0,2`), for profiling one at a time.
     only: Option<Vec<usize>>,
 }
@@ -44,6 +55,7 @@ fn settings() -> Settings {
         seconds: flag("--seconds", 2.0),
         rounds: flag("--rounds", 3.0) as usize,
         clients: flag("--clients", 4.0) as usize,
+        calls: Some(flag("--calls", 0.0) as usize).filter(|&n| n > 0),
         only: args
             .iter()
             .position(|a| a == "--only")
@@ -68,10 +80,44 @@ async fn serve(app: Router) -> SocketAddr {
     addr
 }
 
+async fn serve_around<S>(service: S) -> SocketAddr
+where
+    S: Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let make = axum::ServiceExt::<axum::extract::Request>::into_make_service(service);
+    tokio::spawn(async move { axum::serve(listener, make).await });
+    addr
+}
+
 type Body = Full<Bytes>;
 
-/// Calls back to back until `until` with `call`; returns each call's latency.
-async fn calls_until<S, B>(mut call: S, url: String, until: Instant) -> Vec<Duration>
+/// When a client stops calling: at an instant, or after a number of calls.
+#[derive(Clone, Copy)]
+enum End {
+    At(Instant),
+    After(usize),
+}
+
+impl End {
+    fn more(self, done: usize) -> bool {
+        match self {
+            End::At(until) => Instant::now() < until,
+            End::After(calls) => done < calls,
+        }
+    }
+}
+
+/// Calls back to back with `call` until `end`; returns each call's latency.
+async fn calls_until<S, B>(mut call: S, url: String, end: End) -> Vec<Duration>
 where
     S: Service<http::Request<Body>, Response = http::Response<B>>,
     S::Error: std::fmt::Debug,
@@ -79,7 +125,7 @@ where
     B::Error: std::fmt::Debug,
 {
     let mut latencies = Vec::new();
-    while Instant::now() < until {
+    while end.more(latencies.len()) {
         let request = http::Request::post(&url)
             .body(Body::from("payload"))
             .unwrap();
@@ -99,7 +145,9 @@ enum Setup {
     Plain,
     Bare,
     EmptyLayer,
+    EmptyAround,
     ServerLayer,
+    ServerAround,
     BothLayers,
 }
 
@@ -109,11 +157,13 @@ enum Setup {
 /// difference is what the protocol's two header lines cost hyper and the client.
 /// `EmptyLayer` is the bare setup with a layer that only passes requests on: what axum
 /// charges for any layer.
-const SETUPS: [(Setup, &str); 5] = [
+const SETUPS: [(Setup, &str); 7] = [
     (Setup::Plain, "plain (no layer, no headers)"),
     (Setup::Bare, "bare (no layer, same headers)"),
-    (Setup::EmptyLayer, "empty layer, same headers"),
-    (Setup::ServerLayer, "HttpLayer, numbered by hand"),
+    (Setup::EmptyLayer, "empty Router::layer"),
+    (Setup::EmptyAround, "empty layer around router"),
+    (Setup::ServerLayer, "HttpLayer Router::layer"),
+    (Setup::ServerAround, "HttpLayer around router"),
     (Setup::BothLayers, "Client + HttpLayer"),
 ];
 
@@ -197,7 +247,11 @@ impl<S: Service<R>, R> Service<R> for PassOn<S> {
 
 /// One round: `clients` tasks for `seconds`; returns calls/s and p99.
 async fn round(setup: Setup, addr: SocketAddr, s: &Settings) -> (f64, Duration) {
-    let until = Instant::now() + Duration::from_secs_f64(s.seconds);
+    let start = Instant::now();
+    let end = match s.calls {
+        Some(calls) => End::After(calls),
+        None => End::At(start + Duration::from_secs_f64(s.seconds)),
+    };
     let url = format!("http://{addr}/call");
     let tasks: Vec<_> = (0..s.clients)
         .map(|_| {
@@ -205,18 +259,18 @@ async fn round(setup: Setup, addr: SocketAddr, s: &Settings) -> (f64, Duration) 
             let url = url.clone();
             tokio::spawn(async move {
                 match setup {
-                    Setup::Plain => calls_until(pool, url, until).await,
-                    Setup::Bare | Setup::EmptyLayer => {
+                    Setup::Plain => calls_until(pool, url, end).await,
+                    Setup::Bare | Setup::EmptyLayer | Setup::EmptyAround => {
                         let session = http::HeaderValue::from_static(BARE_SESSION);
-                        calls_until(ByHand::numbering(pool, session), url, until).await
+                        calls_until(ByHand::numbering(pool, session), url, end).await
                     }
-                    Setup::ServerLayer => {
+                    Setup::ServerLayer | Setup::ServerAround => {
                         let by_hand = ByHand::new(pool, &url).await;
-                        calls_until(by_hand, url, until).await
+                        calls_until(by_hand, url, end).await
                     }
                     Setup::BothLayers => {
                         let client = Client::new(pool, ClientConfig::default());
-                        calls_until(client, url, until).await
+                        calls_until(client, url, end).await
                     }
                 }
             })
@@ -228,7 +282,11 @@ async fn round(setup: Setup, addr: SocketAddr, s: &Settings) -> (f64, Duration) 
     }
     latencies.sort();
     let p99 = latencies[(latencies.len() - 1) * 99 / 100];
-    (latencies.len() as f64 / s.seconds, p99)
+    let seconds = match s.calls {
+        Some(_) => start.elapsed().as_secs_f64(),
+        None => s.seconds,
+    };
+    (latencies.len() as f64 / seconds, p99)
 }
 
 fn median<T: PartialOrd + Copy>(mut v: Vec<T>) -> T {
@@ -252,6 +310,12 @@ async fn main() {
     let empty = serve(app(Arc::default()).layer(tower_layer::layer_fn(PassOn))).await;
     let layer = HttpLayer::new(1 << 20, TableConfig::default(), Budget::new(256 << 20));
     let layered = serve(app(Arc::default()).layer(layer)).await;
+    // `with_state(())`, as `axum::serve` does for a bare router: its handlers are made
+    // into services once, not on every request.
+    let empty_around = serve_around(PassOn(app(Arc::default()).with_state(()))).await;
+    let layer = HttpLayer::new(1 << 20, TableConfig::default(), Budget::new(256 << 20));
+    let layer = layer.answering::<axum::body::Body>();
+    let around = serve_around(layer.layer(app(Arc::default()).with_state(()))).await;
     let mut rounds: Vec<Vec<(f64, Duration)>> = vec![Vec::new(); SETUPS.len()];
     for _ in 0..s.rounds {
         for (i, (setup, _)) in SETUPS.iter().enumerate() {
@@ -262,7 +326,10 @@ async fn main() {
             let addr = match setup {
                 Setup::Plain | Setup::Bare => bare,
                 Setup::EmptyLayer => empty,
-                Setup::ServerLayer | Setup::BothLayers => layered,
+                Setup::EmptyAround => empty_around,
+                Setup::ServerAround => around,
+                Setup::ServerLayer => layered,
+                Setup::BothLayers => around,
             };
             rounds[i].push(round(*setup, addr, &s).await);
         }

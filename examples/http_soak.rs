@@ -25,6 +25,7 @@ use proxy::Faults;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tower_layer::Layer;
 use tower_service::Service;
 
 /// Flags of the soak run.
@@ -99,10 +100,10 @@ async fn handle(State(tally): State<Arc<Tally>>, body: Bytes) -> String {
 /// Starts the server behind the layer; returns its address.
 async fn start_server(tally: Arc<Tally>) -> std::net::SocketAddr {
     let layer = HttpLayer::new(1 << 20, TableConfig::default(), Budget::new(256 << 20));
-    let app = Router::new()
-        .route("/call", post(handle))
-        .with_state(tally)
-        .layer(layer);
+    let router = Router::new().route("/call", post(handle)).with_state(tally);
+    // The whole router behind the layer, answering in axum's bodies.
+    let app = layer.answering::<axum::body::Body>().layer(router);
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });

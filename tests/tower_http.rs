@@ -252,3 +252,52 @@ async fn a_run_whose_connection_is_cut_finishes_and_its_resend_gets_the_answer()
     assert_eq!(resend.body, "run 1: cut");
     assert_eq!(server.runs(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_router_wrapped_once_runs_each_number_once_and_answers_in_axum_bodies() {
+    use axum::{routing::post, Router, ServiceExt};
+    use exactly_once::table::Budget;
+    use exactly_once::tower::HttpLayer;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use tower_layer::Layer;
+
+    let runs = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&runs);
+    let router = Router::new()
+        .route(
+            "/count",
+            post(move |body: String| async move {
+                let run = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                format!("run {run}: {body}")
+            }),
+        )
+        .with_state(());
+    let layer = HttpLayer::new(1 << 10, TableConfig::default(), Budget::new(1 << 20));
+    let app = layer.answering::<axum::body::Body>().layer(router);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let make = ServiceExt::<axum::extract::Request>::into_make_service(app);
+    tokio::spawn(async move { axum::serve(listener, make).await });
+
+    let pool = pool();
+    let url = format!("http://{addr}/count");
+    let created = send(&pool, request(&url, Some("new"), 0, &[], "")).await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let id = created.session.unwrap();
+    let first = send(&pool, request(&url, Some(&id), 1, &[], "a")).await;
+    let again = send(&pool, request(&url, Some(&id), 1, &[], "a")).await;
+    assert_eq!(first.body, "run 1: a");
+    assert_eq!(again, first);
+    // A path the router does not know is the router's answer (404), kept like any other.
+    let missing = format!("http://{addr}/missing");
+    let not_found = send(&pool, request(&missing, Some(&id), 2, &[], "b")).await;
+    assert_eq!(not_found.status, StatusCode::NOT_FOUND);
+    assert_eq!(not_found.code, None);
+    let stale = send(&pool, request(&url, Some(&id), 1, &[], "a")).await;
+    assert!(refused(StatusCode::CONFLICT, "stale")(&stale), "{stale:?}");
+    let unknown = SessionId::new(1).unwrap().to_string();
+    let refusal = send(&pool, request(&url, Some(&unknown), 1, &[], "a")).await;
+    assert!(refused(StatusCode::NOT_FOUND, "unknown-session")(&refusal));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}

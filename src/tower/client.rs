@@ -242,9 +242,10 @@ impl Template {
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uri.clone();
         *request.version_mut() = self.version;
-        // Room for the two headers made at once: the map never grows.
+        // Room made at once for the two headers made here and the two hyper adds on
+        // the way out (host, content-length): the map never grows on the way.
         let headers = request.headers_mut();
-        headers.reserve(self.headers.len() + 2);
+        headers.reserve(self.headers.len() + ADDED_HEADERS);
         for (name, value) in &self.headers {
             headers.append(name, value.clone());
         }
@@ -255,6 +256,10 @@ impl Template {
         request
     }
 }
+
+/// The headers added to every copy of a request: session and number here, host and
+/// content-length by hyper.
+const ADDED_HEADERS: usize = 4;
 
 /// `m` in decimal as a header value, made in one allocation (`HeaderValue::from` takes
 /// two).
@@ -317,10 +322,10 @@ where
             Ok(next) => numbering.next = next,
             Err(_) => *numbering = Numbering::new(),
         }
-        let answer = self
+        let (answer, code) = self
             .until_answered(|| template.request(body.clone(), id.clone(), m.get()))
             .await?;
-        match refusal(&answer) {
+        match code {
             None => Ok(answer),
             Some(code) => {
                 if code == "unknown-session" {
@@ -338,7 +343,7 @@ where
     /// lost answer only leaves an unused session behind, which expires.
     async fn create(&mut self, template: &Template) -> Result<SessionId, ClientError> {
         let new = HeaderValue::from_static("new");
-        let answer = self
+        let (answer, code) = self
             .until_answered(|| template.request(Bytes::new(), new.clone(), 0))
             .await?;
         let id = answer.headers().get(SESSION_NAME);
@@ -346,7 +351,7 @@ where
             Some(id) if answer.status() == StatusCode::CREATED => Ok(id),
             _ => Err(ClientError::Refused {
                 status: answer.status(),
-                code: refusal(&answer).unwrap_or_else(|| "no-session".into()),
+                code: code.unwrap_or_else(|| "no-session".into()),
             }),
         }
     }
@@ -354,11 +359,12 @@ where
     /// Sends `request()` until an answer arrives in full; a connection error or an
     /// answer that asks for a later try (busy session, request still running, server
     /// out of budget or sessions) is tried again after a pause, until
-    /// [`ClientConfig::retry_for`].
+    /// [`ClientConfig::retry_for`]. The answer comes with the layer's error code, if
+    /// the server answered for the layer.
     async fn until_answered(
         &mut self,
         request: impl Fn() -> Request<Full<Bytes>>,
-    ) -> Result<Response<Full<Bytes>>, ClientError> {
+    ) -> Result<(Response<Full<Bytes>>, Option<String>), ClientError> {
         // Set at the first failure: a call answered at once reads no clock.
         let mut deadline = None;
         let mut backoff = self.config.first_backoff;
@@ -370,7 +376,7 @@ where
                     Some(code) if RETRY_LATER.contains(&code.as_str()) => {
                         format!("the server asks to send again later: {code}").into()
                     }
-                    _ => return Ok(answer),
+                    code => return Ok((answer, code)),
                 },
                 Attempt::Retry(e) => e,
                 Attempt::Fail(e) => return Err(e),

@@ -88,7 +88,15 @@ impl<E> Error<E> {
     where
         E: fmt::Display,
     {
-        let mut response = Response::new(Full::new(Bytes::from(self.to_string())));
+        self.to_response_with()
+    }
+
+    /// [`to_response`](Self::to_response) with a body of type `B` (e.g. axum's `Body`).
+    pub fn to_response_with<B: From<Bytes>>(&self) -> Response<B>
+    where
+        E: fmt::Display,
+    {
+        let mut response = Response::new(B::from(Bytes::from(self.to_string())));
         *response.status_mut() = self.status();
         response
             .headers_mut()

@@ -10,15 +10,22 @@ use std::fmt;
 use std::task::{Context, Poll};
 use tower_service::Service;
 
-/// Answers every [`Error`] of the service it wraps with [`Error::to_response`]; made by
-/// [`HttpLayer`](super::HttpLayer).
-#[derive(Debug)]
-pub struct HttpErrors<S> {
+/// Answers every [`Error`] of the service it wraps with [`Error::to_response`] (with
+/// the body type `A` of the service's answers); made by [`HttpLayer`](super::HttpLayer).
+pub struct HttpErrors<S, A = Full<Bytes>> {
     inner: S,
-    refusal: Option<Response<Full<Bytes>>>,
+    refusal: Option<Response<A>>,
 }
 
-impl<S> HttpErrors<S> {
+impl<S: fmt::Debug, A> fmt::Debug for HttpErrors<S, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpErrors")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, A> HttpErrors<S, A> {
     pub(crate) fn new(inner: S) -> Self {
         HttpErrors {
             inner,
@@ -27,26 +34,27 @@ impl<S> HttpErrors<S> {
     }
 }
 
-impl<S: Clone> Clone for HttpErrors<S> {
+impl<S: Clone, A> Clone for HttpErrors<S, A> {
     fn clone(&self) -> Self {
         HttpErrors::new(self.inner.clone())
     }
 }
 
-impl<S, Req, E> Service<Req> for HttpErrors<S>
+impl<S, Req, E, A> Service<Req> for HttpErrors<S, A>
 where
-    S: Service<Req, Response = Response<Full<Bytes>>, Error = Error<E>>,
+    S: Service<Req, Response = Response<A>, Error = Error<E>>,
     E: fmt::Display,
+    A: From<Bytes>,
 {
-    type Response = Response<Full<Bytes>>;
+    type Response = Response<A>;
     type Error = Infallible;
-    type Future = HttpResponseFuture<S::Future>;
+    type Future = HttpResponseFuture<S::Future, A>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // An inner service that fails to get ready cannot take the next request: that
         // request is answered with the failure instead of being passed on.
         match self.inner.poll_ready(cx) {
-            Poll::Ready(Err(e)) => self.refusal = Some(e.to_response()),
+            Poll::Ready(Err(e)) => self.refusal = Some(e.to_response_with()),
             Poll::Ready(Ok(())) => self.refusal = None,
             Poll::Pending => return Poll::Pending,
         }

@@ -60,15 +60,20 @@ impl<O: Send + 'static, E: Send + 'static> fmt::Debug for ResponseFuture<O, E> {
 
 pin_project! {
     /// The future of [`HttpErrors`](super::HttpErrors): an error becomes its response.
-    #[derive(Debug)]
-    pub struct HttpResponseFuture<F> {
+    pub struct HttpResponseFuture<F, A = Full<Bytes>> {
         #[pin]
         answer: Option<F>,
-        refusal: Option<Response<Full<Bytes>>>,
+        refusal: Option<Response<A>>,
     }
 }
 
-impl<F> HttpResponseFuture<F> {
+impl<F, A> fmt::Debug for HttpResponseFuture<F, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HttpResponseFuture")
+    }
+}
+
+impl<F, A> HttpResponseFuture<F, A> {
     pub(crate) fn answering(answer: F) -> Self {
         HttpResponseFuture {
             answer: Some(answer),
@@ -76,7 +81,7 @@ impl<F> HttpResponseFuture<F> {
         }
     }
 
-    pub(crate) fn refused(refusal: Response<Full<Bytes>>) -> Self {
+    pub(crate) fn refused(refusal: Response<A>) -> Self {
         HttpResponseFuture {
             answer: None,
             refusal: Some(refusal),
@@ -84,19 +89,20 @@ impl<F> HttpResponseFuture<F> {
     }
 }
 
-impl<F, E> Future for HttpResponseFuture<F>
+impl<F, E, A> Future for HttpResponseFuture<F, A>
 where
-    F: Future<Output = Result<Response<Full<Bytes>>, Error<E>>>,
+    F: Future<Output = Result<Response<A>, Error<E>>>,
     E: fmt::Display,
+    A: From<Bytes>,
 {
-    type Output = Result<Response<Full<Bytes>>, Infallible>;
+    type Output = Result<Response<A>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         match this.answer.as_pin_mut() {
             Some(answer) => {
                 let answer = ready!(answer.poll(cx));
-                Poll::Ready(Ok(answer.unwrap_or_else(|e| e.to_response())))
+                Poll::Ready(Ok(answer.unwrap_or_else(|e| e.to_response_with())))
             }
             None => Poll::Ready(Ok(this.refusal.take().expect("polled after completion"))),
         }

@@ -38,16 +38,40 @@ impl SessionId {
 
     /// [`parse`](Self::parse) of the bytes of a header value.
     fn parse_bytes(text: &[u8]) -> Option<SessionId> {
-        if text.len() != 16 {
+        let digits: &[u8; 16] = text.try_into().ok()?;
+        // Every digit is looked up, and a bad one is noticed once at the end: no branch
+        // per digit on the path of every request.
+        let (n, bad) = digits.iter().fold((0u64, 0u8), |(n, bad), &d| {
+            let value = HEX_DIGITS[usize::from(d)];
+            (n << 4 | u64::from(value & 0xf), bad | value)
+        });
+        if bad & 0x80 != 0 {
             return None;
         }
-        let n = text.iter().try_fold(0u64, |n, &d| {
-            let d = (d as char).to_digit(16)?;
-            Some(n << 4 | u64::from(d))
-        })?;
         SessionId::new(n)
     }
 }
+
+/// Marks a byte that is no hex digit in [`HEX_DIGITS`]: its bit 0x80 is set in no digit's
+/// value, so an or of the values shows whether any byte was not a digit.
+const NOT_HEX: u8 = 0xff;
+
+/// The value of each byte as a hex digit (either case), or [`NOT_HEX`].
+const HEX_DIGITS: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
+    let mut d = 0;
+    while d < 10 {
+        table[b'0' as usize + d] = d as u8;
+        d += 1;
+    }
+    let mut d = 0;
+    while d < 6 {
+        table[b'a' as usize + d] = 10 + d as u8;
+        table[b'A' as usize + d] = 10 + d as u8;
+        d += 1;
+    }
+    table
+};
 
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -188,7 +212,7 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
         return None;
     }
     digits.iter().try_fold(0u64, |n, &d| {
-        let d = (d as char).to_digit(10)?;
+        let d = d.checked_sub(b'0').filter(|&d| d < 10)?;
         n.checked_mul(10)?.checked_add(u64::from(d))
     })
 }
@@ -295,5 +319,30 @@ mod tests {
         let id = SessionId::new(0x1234_5678_9abc_def0).unwrap();
         assert_eq!(format!("{id:?}"), "SessionId(1234…)");
         assert_eq!(SessionId::parse(&id.to_string()), Some(id));
+    }
+
+    #[test]
+    fn ids_are_read_in_either_case_and_every_other_byte_is_refused() {
+        let id = SessionId::new(0x0123_4567_89ab_cdef).unwrap();
+        assert_eq!(SessionId::parse("0123456789ABCDEF"), Some(id));
+        assert_eq!(SessionId::parse("0123456789abcdef"), Some(id));
+        for byte in 0..=u8::MAX {
+            let mut text = *b"0123456789abcdef";
+            text[7] = byte;
+            let expected = char::from(byte).to_digit(16).map(|d| {
+                let id = 0x0123_4567_89ab_cdef & !(0xf << 32) | u64::from(d) << 32;
+                SessionId::new(id).unwrap()
+            });
+            assert_eq!(SessionId::parse_bytes(&text), expected, "byte {byte}");
+        }
+    }
+
+    #[test]
+    fn request_numbers_are_ascii_decimal_digits_only() {
+        assert_eq!(parse_decimal(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_decimal(b"18446744073709551616"), None);
+        for byte in (0..=u8::MAX).filter(|b| !b.is_ascii_digit()) {
+            assert_eq!(parse_decimal(&[b'1', byte]), None, "byte {byte}");
+        }
     }
 }

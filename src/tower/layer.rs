@@ -4,8 +4,10 @@
 use super::error_responses::HttpErrors;
 use super::key::HeaderKey;
 use super::service::ExactlyOnce;
-use super::store::{HttpStore, Store, StoredResponse};
+use super::store::{AnswerBody, HttpStore, Store, StoredResponse};
 use crate::table::{Budget, SessionTable, TableConfig};
+use bytes::Bytes;
+use http_body_util::Full;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,10 +101,25 @@ impl<S, K: Clone, St: Store + Clone> Layer<S> for ExactlyOnceLayer<K, St> {
 
 /// [`ExactlyOnceLayer::http`] whose errors are answered with
 /// [`Error::to_response`](super::Error::to_response): its services never fail, as axum's
-/// routers require.
-#[derive(Clone, Debug)]
-pub struct HttpLayer {
-    layer: ExactlyOnceLayer<HeaderKey, HttpStore>,
+/// routers require. Its answers have bodies of type `A`: [`Full`] unless
+/// [`answering`](Self::answering) says otherwise (e.g. axum's `Body`, to wrap a whole
+/// `Router` served by `axum::serve`).
+pub struct HttpLayer<A: AnswerBody = Full<Bytes>> {
+    layer: ExactlyOnceLayer<HeaderKey, HttpStore<A>>,
+}
+
+impl<A: AnswerBody> Clone for HttpLayer<A> {
+    fn clone(&self) -> Self {
+        HttpLayer {
+            layer: self.layer.clone(),
+        }
+    }
+}
+
+impl<A: AnswerBody> fmt::Debug for HttpLayer<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpLayer").finish_non_exhaustive()
+    }
 }
 
 impl HttpLayer {
@@ -111,10 +128,29 @@ impl HttpLayer {
     pub fn new(body_limit: usize, config: TableConfig, budget: Arc<Budget>) -> Self {
         ExactlyOnceLayer::http(body_limit, config, budget).into()
     }
+}
 
+impl<A: AnswerBody> HttpLayer<A> {
     /// See [`ExactlyOnceLayer::with_resend_timeout`].
     pub fn with_resend_timeout(self, timeout: Duration) -> Self {
         self.layer.with_resend_timeout(timeout).into()
+    }
+
+    /// The same layer (the same session table) answering with bodies of type `C`.
+    pub fn answering<C: AnswerBody>(self) -> HttpLayer<C> {
+        let ExactlyOnceLayer {
+            key,
+            store,
+            sessions,
+            resend_timeout,
+        } = self.layer;
+        let layer = ExactlyOnceLayer {
+            key,
+            store: store.answering(),
+            sessions,
+            resend_timeout,
+        };
+        HttpLayer { layer }
     }
 
     /// The session table.
@@ -123,14 +159,14 @@ impl HttpLayer {
     }
 }
 
-impl From<ExactlyOnceLayer<HeaderKey, HttpStore>> for HttpLayer {
-    fn from(layer: ExactlyOnceLayer<HeaderKey, HttpStore>) -> Self {
+impl<A: AnswerBody> From<ExactlyOnceLayer<HeaderKey, HttpStore<A>>> for HttpLayer<A> {
+    fn from(layer: ExactlyOnceLayer<HeaderKey, HttpStore<A>>) -> Self {
         HttpLayer { layer }
     }
 }
 
-impl<S> Layer<S> for HttpLayer {
-    type Service = HttpErrors<ExactlyOnce<S, HeaderKey, HttpStore>>;
+impl<S, A: AnswerBody> Layer<S> for HttpLayer<A> {
+    type Service = HttpErrors<ExactlyOnce<S, HeaderKey, HttpStore<A>>, A>;
 
     fn layer(&self, inner: S) -> Self::Service {
         HttpErrors::new(self.layer.layer(inner))

@@ -3,24 +3,34 @@
 //! response, and a client layer that numbers requests and resends them after connection
 //! errors.
 //!
+//! The layer wraps a whole axum `Router` once, answering in axum's `Body`
+//! ([`HttpLayer::answering`]), and is served with `into_make_service`. Calling
+//! `with_state(())` first makes the router's handlers into services once, as
+//! `axum::serve` does for a bare router, rather than on every request.
+//! `Router::layer(HttpLayer::new(..))` works as well, at a higher cost per request: it
+//! wraps each route, and axum clones the route's boxed service for every call.
+//!
 //! ```
-//! use axum::{routing::post, Router};
+//! use axum::{body::Body, extract::Request, routing::post, Router, ServiceExt};
 //! use exactly_once::table::{Budget, TableConfig};
 //! use exactly_once::tower::{Client, ClientConfig, HttpLayer};
 //! use http_body_util::{BodyExt, Full};
 //! use hyper_util::{client::legacy::Client as Pool, rt::TokioExecutor};
 //! use std::sync::atomic::{AtomicU64, Ordering};
 //! use std::sync::Arc;
+//! use tower_layer::Layer;
 //! use tower_service::Service;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! // The server: a counter handler behind the layer.
+//! // The server: a counter handler, the whole router behind the layer.
 //! let runs = Arc::new(AtomicU64::new(0));
 //! let counted = Arc::clone(&runs);
-//! let app = Router::new()
+//! let router = Router::new()
 //!     .route("/add", post(move || async move { counted.fetch_add(1, Ordering::SeqCst).to_string() }))
-//!     .layer(HttpLayer::new(1 << 20, TableConfig::default(), Budget::new(64 << 20)));
+//!     .with_state(());
+//! let layer = HttpLayer::new(1 << 20, TableConfig::default(), Budget::new(64 << 20));
+//! let app = ServiceExt::<Request>::into_make_service(layer.answering::<Body>().layer(router));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
 //! let url = format!("http://{}/add", listener.local_addr().unwrap());
 //! tokio::spawn(async move { axum::serve(listener, app).await });
@@ -94,6 +104,7 @@ mod client;
 mod error;
 mod error_responses;
 mod future;
+mod headers;
 mod key;
 mod layer;
 mod service;
@@ -103,6 +114,7 @@ pub use client::{Client, ClientConfig, ClientError, ClientFuture, ClientLayer};
 pub use error::Error;
 pub use error_responses::HttpErrors;
 pub use future::{HttpResponseFuture, ResponseFuture};
+pub use headers::StoredHeaders;
 pub use key::{
     key_from_headers, HeaderKey, Key, KeyError, KeyExtractor, SessionId, ERROR_HEADER,
     REQUEST_HEADER, SESSION_HEADER,
@@ -110,5 +122,5 @@ pub use key::{
 pub use layer::{ExactlyOnceLayer, HttpLayer};
 pub use service::ExactlyOnce;
 pub use store::{
-    BoxError, CloneStore, HttpStore, Store, StoreError, StoreResponse, StoredResponse,
+    AnswerBody, BoxError, CloneStore, HttpStore, Store, StoreError, StoreResponse, StoredResponse,
 };

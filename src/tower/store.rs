@@ -2,13 +2,15 @@
 //! [`CloneStore`] for responses that are `Clone` and [`HttpStore`] for HTTP.
 
 use super::body::{read_limited, ReadError};
+use super::headers::StoredHeaders;
 use super::key::{SessionId, ERROR_NAME, SESSION_NAME};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, StatusCode, Version};
+use http::{HeaderValue, Response, StatusCode, Version};
 use http_body::Body;
 use http_body_util::Full;
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 
 /// Errors a body may fail with, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -128,36 +130,73 @@ pub struct StoredResponse {
     /// The HTTP version.
     pub version: Version,
     /// The headers.
-    pub headers: HeaderMap,
+    pub headers: StoredHeaders,
     /// The body, buffered.
     pub body: Bytes,
 }
 
-/// Keeps HTTP responses, their bodies buffered up to a limit. A response whose body is
-/// longer abandons its request, and the caller gets [`StoreError::TooLarge`].
-#[derive(Clone, Copy, Debug)]
-pub struct HttpStore {
+/// A body [`HttpStore`] answers with: made from the buffered bytes, or empty. Every
+/// `From<Bytes> + Default` body is one ([`Full`], axum's `Body`, …).
+pub trait AnswerBody: From<Bytes> + Default + Send + 'static {}
+
+impl<A: From<Bytes> + Default + Send + 'static> AnswerBody for A {}
+
+/// Keeps HTTP responses, their bodies buffered up to a limit, and answers with bodies of
+/// type `A` (any body made from [`Bytes`]: [`Full`] unless [`answering`](Self::answering)
+/// says otherwise). A response whose body is longer abandons its request, and the
+/// caller gets [`StoreError::TooLarge`].
+pub struct HttpStore<A = Full<Bytes>> {
     body_limit: usize,
+    answers: PhantomData<fn() -> A>,
 }
 
 impl HttpStore {
     /// A store for bodies of at most `body_limit` bytes.
     pub fn new(body_limit: usize) -> Self {
-        HttpStore { body_limit }
+        HttpStore {
+            body_limit,
+            answers: PhantomData,
+        }
     }
 }
 
-impl<B> StoreResponse<Response<B>> for HttpStore
+impl<A> HttpStore<A> {
+    /// The same store answering with bodies of type `C`.
+    pub fn answering<C>(self) -> HttpStore<C> {
+        HttpStore {
+            body_limit: self.body_limit,
+            answers: PhantomData,
+        }
+    }
+}
+
+impl<A> Clone for HttpStore<A> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<A> Copy for HttpStore<A> {}
+
+impl<A> fmt::Debug for HttpStore<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpStore")
+            .field("body_limit", &self.body_limit)
+            .finish()
+    }
+}
+
+impl<B, A> StoreResponse<Response<B>> for HttpStore<A>
 where
     B: Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
+    A: AnswerBody,
 {
     fn store(
         &self,
         response: Response<B>,
-    ) -> impl Future<Output = Result<(StoredResponse, Response<Full<Bytes>>), StoreError>> + Send
-    {
+    ) -> impl Future<Output = Result<(StoredResponse, Response<A>), StoreError>> + Send {
         let limit = self.body_limit;
         let (mut parts, body) = response.into_parts();
         async move {
@@ -172,36 +211,36 @@ where
             let stored = StoredResponse {
                 status: parts.status,
                 version: parts.version,
-                headers: parts.headers.clone(),
+                headers: StoredHeaders::new(&parts.headers),
                 body: body.clone(),
             };
-            Ok((stored, Response::from_parts(parts, Full::new(body))))
+            Ok((stored, Response::from_parts(parts, A::from(body))))
         }
     }
 }
 
-impl Store for HttpStore {
+impl<A: AnswerBody> Store for HttpStore<A> {
     type Stored = StoredResponse;
-    type Output = Response<Full<Bytes>>;
+    type Output = Response<A>;
 
-    fn replay(&self, stored: &StoredResponse) -> Response<Full<Bytes>> {
-        let mut response = Response::new(Full::new(stored.body.clone()));
+    fn replay(&self, stored: &StoredResponse) -> Response<A> {
+        let mut response = Response::new(A::from(stored.body.clone()));
         *response.status_mut() = stored.status;
         *response.version_mut() = stored.version;
-        *response.headers_mut() = stored.headers.clone();
+        *response.headers_mut() = stored.headers.to_map();
         response
     }
 
-    fn session_created(&self, id: SessionId) -> Response<Full<Bytes>> {
-        let mut response = Response::new(Full::default());
+    fn session_created(&self, id: SessionId) -> Response<A> {
+        let mut response = Response::new(A::default());
         *response.status_mut() = StatusCode::CREATED;
         let value = HeaderValue::from_str(&id.to_string()).expect("hex digits are a header value");
         response.headers_mut().insert(SESSION_NAME, value);
         response
     }
 
-    fn session_ended(&self) -> Response<Full<Bytes>> {
-        let mut response = Response::new(Full::default());
+    fn session_ended(&self) -> Response<A> {
+        let mut response = Response::new(A::default());
         *response.status_mut() = StatusCode::NO_CONTENT;
         response
             .headers_mut()
@@ -213,12 +252,81 @@ impl Store for HttpStore {
         let headers: usize = stored
             .headers
             .iter()
-            .map(|(k, v)| k.as_str().len() + v.len())
+            .map(|(name, value)| name.as_str().len() + value.len())
             .sum();
         stored.body.len() + headers
     }
 
     fn in_flight_bytes(&self) -> usize {
         self.body_limit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        let runtime = tokio::runtime::Builder::new_current_thread().build();
+        runtime.unwrap().block_on(future)
+    }
+
+    fn collected(response: Response<Full<Bytes>>) -> (http::response::Parts, Bytes) {
+        let (parts, body) = response.into_parts();
+        let body = block_on(body.collect()).unwrap().to_bytes();
+        (parts, body)
+    }
+
+    #[test]
+    fn a_resend_gets_the_first_answer_headers_in_order_repeated_names_included() {
+        let mut response = Response::new(Full::new(Bytes::from_static(b"body")));
+        *response.status_mut() = StatusCode::ACCEPTED;
+        *response.version_mut() = Version::HTTP_10;
+        let headers = response.headers_mut();
+        headers.append("set-cookie", HeaderValue::from_static("a=1"));
+        headers.append("x-custom", HeaderValue::from_static("x"));
+        headers.append("set-cookie", HeaderValue::from_static("b=2"));
+        response.extensions_mut().insert(7u8);
+        let store = HttpStore::new(100);
+        let (stored, first) = block_on(store.store(response)).unwrap();
+        let replayed = store.replay(&stored);
+        let (first, first_body) = collected(first);
+        let (replayed, replayed_body) = collected(replayed);
+        assert_eq!(first_body, "body");
+        assert_eq!(replayed_body, "body");
+        for parts in [&first, &replayed] {
+            assert_eq!(parts.status, StatusCode::ACCEPTED);
+            assert_eq!(parts.version, Version::HTTP_10);
+            assert!(
+                parts.extensions.get::<u8>().is_none(),
+                "extensions are not kept"
+            );
+        }
+        assert_eq!(first.headers, replayed.headers);
+        let cookies: Vec<_> = replayed.headers.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        let weight = "set-cookie".len() * 2 + "a=1".len() * 2 + "x-custom".len() + 1 + 4;
+        assert_eq!(store.weigh(&stored), weight);
+    }
+
+    #[test]
+    fn answers_take_the_body_type_asked_for() {
+        /// A body made from bytes that remembers them, to see what the store made.
+        #[derive(Default)]
+        struct Made(Bytes);
+        impl From<Bytes> for Made {
+            fn from(bytes: Bytes) -> Self {
+                Made(bytes)
+            }
+        }
+        let store = HttpStore::new(100).answering::<Made>();
+        let response = Response::new(Full::new(Bytes::from_static(b"abc")));
+        let (stored, first) = block_on(store.store(response)).unwrap();
+        assert_eq!(first.body().0, "abc");
+        assert_eq!(store.replay(&stored).body().0, "abc");
+        let id = SessionId::new(1).unwrap();
+        assert_eq!(store.session_created(id).status(), StatusCode::CREATED);
+        assert_eq!(store.session_ended().status(), StatusCode::NO_CONTENT);
     }
 }
