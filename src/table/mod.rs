@@ -388,10 +388,13 @@ impl<T: Send + Sync> Inner<T> {
     /// responses hold more than the budget's limit: those detached within the grace
     /// only while they hold more than twice the limit.
     fn evict_while_over_budget(&self) {
+        let limit = self.budget.limit();
+        if self.budget.used() <= limit {
+            return; // the usual case: no clock read
+        }
         let grace = self.config.memory_eviction_grace.as_millis() as u64;
         // None: the table is younger than the grace, so every session is within it.
         let cutoff = self.now_ms().checked_sub(grace);
-        let limit = self.budget.limit();
         while self.budget.used() > limit {
             let spare_grace = self.budget.used() <= limit.saturating_mul(2);
             let evicted = cutoff.is_some_and(|cutoff| self.evict_oldest(Use::Used, cutoff))
