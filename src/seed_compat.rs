@@ -117,10 +117,9 @@ impl<T: 'static, S: Slot<T>> SessionState<T, S> {
             // Released here: the thread has moved on to other requests.
             return None;
         }
-        let holds_m = |w: crate::state::Word| w.request() == m && w.has_response();
-        if holds_m(self.word.load())
+        if self.word.load().has_response_of(m)
             && self.slot.holds(kept.response().cast())
-            && holds_m(self.word.load())
+            && self.word.load().has_response_of(m)
         {
             // SAFETY: this session's slot, of `T`s, held the copy's address while the
             // copy kept that allocation alive.

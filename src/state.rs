@@ -107,6 +107,12 @@ impl Word {
         self.0 & (READY | ABANDONED) == READY
     }
 
+    /// `Ready(m)` with a response in the slot.
+    #[inline]
+    pub const fn has_response_of(self, m: u64) -> bool {
+        self.request() == m && self.has_response()
+    }
+
     /// Some thread may be parked on the futex.
     #[inline]
     pub const fn is_parked(self) -> bool {
@@ -121,10 +127,9 @@ impl Word {
 
     /// `m`'s response is there, but a triage has closed the door to its readers: the
     /// word is about to change (the triage starts its request or opens the door again).
-    #[cfg(feature = "async")]
     #[inline]
     pub const fn is_at_the_door_for(self, m: u64) -> bool {
-        self.is_door_closed() && self.request() == m && self.has_response()
+        self.is_door_closed() && self.has_response_of(m)
     }
 
     /// The outcome of `m` is not settled in this word: `m` is not triaged yet or is
@@ -493,7 +498,7 @@ impl StateWord {
     pub fn enter_from(&self, mut seen: Word, m: u64) -> Result<(), Word> {
         let backoff = Backoff::new();
         loop {
-            if !(seen.has_response() && seen.request() == m) || seen.is_door_closed() {
+            if !seen.has_response_of(m) || seen.is_door_closed() {
                 return Err(seen);
             }
             if seen.readers() == MAX_READERS {

@@ -95,3 +95,21 @@ impl Backoff {
 
 mod response_cell;
 pub(crate) use response_cell::ResponseCell;
+
+/// A new count of the `Arc` behind `raw`, or `None` for null: what the pointer cells
+/// (the counted slot's, the model's arc-swap stand-in) hand their readers.
+///
+/// # Safety
+/// `raw` is null or came from `Arc::<T>::into_raw`, and a count the caller does not own
+/// keeps it alive for the call.
+#[inline]
+pub(crate) unsafe fn clone_raw<T>(raw: *const T) -> Option<std::sync::Arc<T>> {
+    if raw.is_null() {
+        return None;
+    }
+    // SAFETY: per the contract; the new count is the returned `Arc`'s.
+    unsafe {
+        std::sync::Arc::increment_strong_count(raw);
+        Some(std::sync::Arc::from_raw(raw))
+    }
+}

@@ -89,16 +89,9 @@ impl<T> ArcCell<T> {
 
     pub(crate) fn load_full(&self) -> Option<Arc<T>> {
         // ORDERING: acquire, as arc-swap's load.
-        let raw = self.ptr.load(Ordering::Acquire);
-        if raw.is_null() {
-            return None;
-        }
         // SAFETY: every stored pointer came from `Arc::into_raw` and is never
-        // released (leaked), so it is alive; we add a count for the copy we return.
-        unsafe {
-            Arc::increment_strong_count(raw);
-            Some(Arc::from_raw(raw))
-        }
+        // released (leaked), so it is alive; the copy returned gets a count of its own.
+        unsafe { super::clone_raw(self.ptr.load(Ordering::Acquire)) }
     }
 }
 

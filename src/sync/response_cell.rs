@@ -74,16 +74,9 @@ impl<T> ResponseCell<T> {
     pub(crate) unsafe fn get(&self) -> Option<Arc<T>> {
         // ORDERING: relaxed; the caller's acquire of the word (a counted reader's
         // `enter`) orders this after the `put` that wrote it.
-        let raw = self.response.load(Ordering::Relaxed);
-        if raw.is_null() {
-            return None;
-        }
-        // SAFETY: `raw` came from `Arc::into_raw` in `put`, and the cell's own count
-        // keeps it alive: no writer (hence no `take` and drop) runs meanwhile.
-        unsafe {
-            Arc::increment_strong_count(raw);
-            Some(Arc::from_raw(raw))
-        }
+        // SAFETY: `raw` is null or came from `Arc::into_raw` in `put`, and the cell's
+        // own count keeps it alive: no writer (hence no `take` and drop) runs meanwhile.
+        unsafe { super::clone_raw(self.response.load(Ordering::Relaxed)) }
     }
 
     /// Whether the cell holds `response` (by address), at some moment during the call.

@@ -168,9 +168,7 @@ impl<T, S: Slot<T>> SessionState<T, S> {
         }
         match self.read_response(m, seen) {
             Ok(Some(response)) => Look::Settled(Settled::Response(response)),
-            Err(now) if now.is_door_closed() && now.request() == m && now.has_response() => {
-                Look::AtTheDoor(now)
-            }
+            Err(now) if now.is_at_the_door_for(m) => Look::AtTheDoor(now),
             Ok(None) | Err(_) => Look::Moved,
         }
     }
