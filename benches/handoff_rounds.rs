@@ -19,6 +19,7 @@
 #[macro_use]
 mod peers;
 
+use peers::args::flag;
 use peers::pingpong::{round_trips, BusyCores};
 use peers::Implementation;
 use std::collections::BTreeMap;
@@ -29,14 +30,8 @@ struct Settings {
 }
 
 fn settings() -> Settings {
-    let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str, default: u64| {
-        let at = args.iter().position(|a| a == name);
-        at.and_then(|i| args.get(i + 1)?.parse().ok())
-            .unwrap_or(default)
-    };
     Settings {
-        rounds: flag("--rounds", 15) as usize,
+        rounds: flag("--rounds", 15),
         trips: flag("--trips", 4000),
     }
 }

@@ -20,6 +20,10 @@
 //! valgrind --tool=callgrind target/release/deps/http-* --rounds 1 --clients 1 --only 5 --calls 2000
 //! ```
 
+#[path = "peers/args.rs"]
+mod args;
+
+use args::flag;
 use axum::{routing::post, Router};
 use bytes::Bytes;
 use exactly_once::table::{Budget, TableConfig};
@@ -45,21 +49,12 @@ struct Settings {
 }
 
 fn settings() -> Settings {
-    let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str, default: f64| {
-        let at = args.iter().position(|a| a == name);
-        at.and_then(|i| args.get(i + 1)?.parse().ok())
-            .unwrap_or(default)
-    };
     Settings {
         seconds: flag("--seconds", 2.0),
-        rounds: flag("--rounds", 3.0) as usize,
-        clients: flag("--clients", 4.0) as usize,
-        calls: Some(flag("--calls", 0.0) as usize).filter(|&n| n > 0),
-        only: args
-            .iter()
-            .position(|a| a == "--only")
-            .and_then(|i| args.get(i + 1))
+        rounds: flag("--rounds", 3),
+        clients: flag("--clients", 4),
+        calls: Some(flag("--calls", 0)).filter(|&n| n > 0),
+        only: args::value_of("--only")
             .map(|list| list.split(',').filter_map(|n| n.parse().ok()).collect()),
     }
 }

@@ -17,6 +17,7 @@
 // Every bench binary, and the report, uses a different part of this module.
 #![allow(dead_code, unused_macros)]
 
+pub mod args;
 pub mod floor;
 pub mod parking_lot_seed;
 pub mod pingpong;
