@@ -332,13 +332,18 @@ impl fmt::Display for Report {
     }
 }
 
+/// How long past the watchdog deadline a client may take to notice it.
+const CLIENT_STOP_MARGIN: Duration = Duration::from_secs(5);
+
 /// Runs the simulation with sessions of type `SessionState<Payload, S>`.
 pub fn run<S: Slot<Payload> + 'static>(session_type: &'static str, config: &Config) -> Report {
-    let start = Instant::now();
-    let ctx = Arc::new(Context::new(config.clone(), start + config.watchdog));
+    // The sessions' ground truth is built before the clock starts: under a sanitizer
+    // on a loaded machine, allocating it can take longer than a short watchdog.
     let sessions: Vec<Arc<Session<S>>> = (0..config.sessions)
         .map(|_| Arc::new(Session::new(config.requests_per_session)))
         .collect();
+    let start = Instant::now();
+    let ctx = Arc::new(Context::new(config.clone(), start + config.watchdog));
     let clients: Vec<JoinHandle<Vec<JoinHandle<()>>>> = sessions
         .iter()
         .enumerate()
@@ -351,8 +356,10 @@ pub fn run<S: Slot<Payload> + 'static>(session_type: &'static str, config: &Conf
         })
         .collect();
 
-    // Clients stop themselves at the watchdog deadline; a second past it they are hung.
-    let (handlers, hung_clients) = join_by(clients, ctx.deadline + Duration::from_secs(1));
+    // Clients stop themselves at the watchdog deadline, at their next attempt; one still
+    // running long past it is hung. The margin is wide because a client may not even
+    // have been scheduled yet when a sanitizer build shares two cores with other tests.
+    let (handlers, hung_clients) = join_by(clients, ctx.deadline + CLIENT_STOP_MARGIN);
     for _ in 0..hung_clients {
         ctx.problem("a client thread did not stop at the watchdog deadline".into());
     }
