@@ -1,7 +1,8 @@
 #![cfg(feature = "transport")]
 //! One hostile client must not deny service to others or exhaust the server's memory.
 //! Each attack runs for a second and a half beside a bystander (a connected client
-//! calling back to back, and a probe opening a new connection and session every 25 ms);
+//! calling back to back, and a probe opening a new connection and session every 25 ms,
+//! from another address than the attack's raw connections);
 //! see `transport_support::attack` for what every run asserts. `scripts/attack` prints
 //! the figures of these runs as a table.
 

@@ -4,7 +4,7 @@
 
 mod transport_support;
 
-use exactly_once::transport::{CloseReason, ServerConfig};
+use exactly_once::transport::{CloseReason, Server, ServerConfig};
 use exactly_once::RequestNr;
 use std::time::{Duration, Instant};
 use transport_support::*;
@@ -233,6 +233,66 @@ fn at_the_connection_limit_a_newcomer_closes_the_longest_idle_connection() {
         .call(b"still there?")
         .expect("a live session carries on");
     assert_still_serves(&server, &mut other);
+}
+
+#[test]
+fn at_the_connection_limit_the_address_with_the_most_connections_makes_room() {
+    let config = ServerConfig {
+        max_connections: 3,
+        ..ServerConfig::default()
+    };
+    let server = server(config);
+    // The longest idle, but alone at its address.
+    let mut alone = Raw::connect(server.local_addr());
+    alone.handshake(0);
+    std::thread::sleep(Duration::from_millis(20));
+    let mut flooding = [
+        Raw::connect_from(ATTACKER, server.local_addr()),
+        Raw::connect_from(ATTACKER, server.local_addr()),
+    ];
+    for raw in &mut flooding {
+        raw.handshake(0);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut newcomer = Raw::connect(server.local_addr());
+    assert_ne!(newcomer.handshake(0), 0, "the newcomer is served");
+    flooding[0].assert_closed();
+    assert_eq!(server.counters().connections_evicted, 1);
+    alone.call(1, b"still here");
+    assert_eq!(alone.read_frame().map(|r| r.len()), Some(8), "answered");
+}
+
+#[test]
+fn at_the_connection_limit_a_client_that_does_not_read_goes_before_a_longer_idle_one() {
+    const BIG: usize = 16 << 20;
+    let config = ServerConfig {
+        max_connections: 2,
+        ..ServerConfig::default()
+    };
+    let answer = |request: &[u8]| match request {
+        b"big" => vec![7; BIG],
+        _ => request.to_vec(),
+    };
+    let server = Server::bind("127.0.0.1:0", config, answer).expect("bind 127.0.0.1");
+    let mut idle = Raw::connect(server.local_addr());
+    idle.handshake(0);
+    std::thread::sleep(Duration::from_millis(20));
+    // Asks for more than the socket buffers hold, and never reads it.
+    let mut not_reading = Raw::connect(server.local_addr());
+    not_reading.handshake(0);
+    not_reading.call(1, b"big");
+    eventually("the answer is being written", || {
+        server.budget().used() >= BIG
+    });
+    // Writing it fills the client's receive window within milliseconds.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut newcomer = Raw::connect(server.local_addr());
+    assert_ne!(newcomer.handshake(0), 0, "the newcomer is served");
+    not_reading.assert_closed();
+    assert_eq!(server.counters().connections_evicted, 1);
+    // The connection that waited longer, but has taken everything it was sent, stays.
+    idle.call(1, b"still here");
+    assert_eq!(idle.read_frame().as_deref(), Some(&b"still here"[..]));
 }
 
 #[test]

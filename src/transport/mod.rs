@@ -9,7 +9,7 @@
 //! - [`Server`]: one thread per connection over a [`SessionTable`](crate::table::SessionTable),
 //!   answering through the [`answer`](crate::answer) dispatch. No connection holds a
 //!   slot without progress (handshake, idle and whole-message deadlines; at the
-//!   connection limit the longest-idle connection makes room); one memory budget
+//!   connection limit the longest-idle connection of the busiest address makes room); one memory budget
 //!   covers frames being read and responses retained; every bad input closes only its
 //!   connection, with a counted [`CloseReason`] and a rate-limited [`tracing`] line
 //!   naming the session by a fingerprint, never by its id; a panicking handler

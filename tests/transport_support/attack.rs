@@ -1,9 +1,11 @@
 //! Attacks run beside a well-behaved bystander: one connected client calling back to
 //! back, and a probe that opens a new connection and a new session every 25 ms. A run
 //! samples the server's budget, the process's threads and RSS, and checks afterwards
-//! that every bystander call ran exactly once.
+//! that every bystander call ran exactly once. Raw attack connections come from their
+//! own address ([`ATTACKER`], 127.0.0.2), as a hostile client's would; the bystander
+//! connects from 127.0.0.1.
 
-use super::{quick_client_config, Raw};
+use super::{connect_from, quick_client_config, Raw, ATTACKER};
 use exactly_once::transport::{Client, Server, ServerConfig};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -91,9 +93,10 @@ impl Target {
         });
     }
 
-    /// A raw connection with short timeouts, if the server accepts one.
+    /// A raw connection with short timeouts, from the attacker's address, if the
+    /// server accepts one.
     pub fn raw(&self) -> Option<Raw> {
-        let stream = TcpStream::connect_timeout(&self.addr, PROBE_TIMEOUT).ok()?;
+        let stream = connect_from(ATTACKER, self.addr, PROBE_TIMEOUT).ok()?;
         stream.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
         stream.set_write_timeout(Some(PROBE_TIMEOUT)).ok()?;
         Some(Raw(stream))
@@ -106,6 +109,8 @@ pub struct Figures {
     pub row: &'static str,
     pub probes_during: (usize, usize),
     pub probes_after: (usize, usize),
+    /// When each failed probe began (since the attack began) and the step it failed at.
+    pub probe_failures: Vec<(Duration, &'static str)>,
     pub calls_during: u64,
     pub calls_failed: u64,
     pub duplicates: u64,
@@ -217,6 +222,10 @@ pub fn run(
     Figures {
         row,
         probes_during: phase(true),
+        probe_failures: probes
+            .iter()
+            .filter_map(|p| Some((p.at.saturating_duration_since(start), p.failed?)))
+            .collect(),
         probes_after: phase(false),
         calls_during,
         calls_failed,
@@ -299,6 +308,8 @@ impl Caller {
 struct Probe {
     at: Instant,
     ok: bool,
+    /// The step at which a failed probe failed.
+    failed: Option<&'static str>,
     body: Vec<u8>,
 }
 
@@ -317,8 +328,13 @@ impl Prober {
             while !stopping.load(Ordering::SeqCst) {
                 let at = Instant::now();
                 let body = format!("probe:{}", probes.len()).into_bytes();
-                let ok = probe(addr, &body).is_some();
-                probes.push(Probe { at, ok, body });
+                let failed = probe(addr, &body).err();
+                probes.push(Probe {
+                    at,
+                    ok: failed.is_none(),
+                    failed,
+                    body,
+                });
                 thread::sleep(PROBE_EVERY.saturating_sub(at.elapsed()));
             }
             probes
@@ -332,20 +348,31 @@ impl Prober {
     }
 }
 
-/// Connect, create a session, make one call, end the session, each within a second.
-fn probe(addr: SocketAddr, body: &[u8]) -> Option<()> {
-    let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).ok()?;
-    stream.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
-    stream.write_all(&0u64.to_le_bytes()).ok()?;
+/// Connect, create a session, make one call, end the session, each within a second;
+/// on failure, the step that failed.
+fn probe(addr: SocketAddr, body: &[u8]) -> Result<(), &'static str> {
+    let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).map_err(|_| "connect")?;
+    stream
+        .set_read_timeout(Some(PROBE_TIMEOUT))
+        .map_err(|_| "connect")?;
+    stream
+        .write_all(&0u64.to_le_bytes())
+        .map_err(|_| "send the handshake")?;
     let mut id = [0u8; 8];
-    stream.read_exact(&mut id).ok()?;
+    stream
+        .read_exact(&mut id)
+        .map_err(|_| "read the session id")?;
     let mut call = 1u64.to_le_bytes().to_vec();
     call.extend_from_slice(&(body.len() as u64).to_le_bytes());
     call.extend_from_slice(body);
-    stream.write_all(&call).ok()?;
+    stream.write_all(&call).map_err(|_| "send the call")?;
     let mut answer = [0u8; 16];
-    stream.read_exact(&mut answer).ok()?;
-    stream.write_all(&0u64.to_le_bytes()).ok()
+    stream
+        .read_exact(&mut answer)
+        .map_err(|_| "read the answer")?;
+    stream
+        .write_all(&0u64.to_le_bytes())
+        .map_err(|_| "end the session")
 }
 
 /// Samples the server's budget and the process's RSS and threads every 10 ms.

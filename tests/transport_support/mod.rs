@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 use exactly_once::transport::{Client, ClientConfig, Server, ServerConfig};
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,17 @@ pub struct Raw(pub TcpStream);
 impl Raw {
     pub fn connect(addr: SocketAddr) -> Raw {
         let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        Raw(stream)
+    }
+
+    /// Connects from the local address `from` (on Linux every 127.x.y.z is this
+    /// machine's), so that the server sees another client address than the default
+    /// 127.0.0.1.
+    pub fn connect_from(from: IpAddr, addr: SocketAddr) -> Raw {
+        let stream = connect_from(from, addr, Duration::from_secs(5)).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
@@ -145,6 +156,18 @@ impl Raw {
             }
         }
     }
+}
+
+/// The address attacks connect from; bystanders use the default, 127.0.0.1.
+pub const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+/// A connection to `addr` from the local address `from`, within `timeout`.
+pub fn connect_from(from: IpAddr, addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(from, 0).into())?;
+    socket.connect_timeout(&addr.into(), timeout)?;
+    Ok(socket.into())
 }
 
 pub fn as_count(response: &[u8]) -> u64 {

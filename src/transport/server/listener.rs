@@ -5,7 +5,8 @@ use super::connection;
 use super::Shared;
 use crate::transport::counters::Counters;
 use crate::transport::logs::CONNECTION_THREAD;
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::collections::HashMap;
+use std::net::{IpAddr, Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -36,6 +37,8 @@ pub(super) struct Live {
     queued_since_ms: AtomicU64,
     /// True once its handshake has been answered.
     handshaken: AtomicBool,
+    /// The client's address (`None` if the socket could not say).
+    peer: Option<IpAddr>,
 }
 
 impl Live {
@@ -112,6 +115,15 @@ impl Live {
 }
 
 impl Live {
+    /// True if bytes written to the connection wait for room at its client: a client
+    /// that does not read. (Its `writing` flag alone says little: a thread that has just
+    /// sent a small answer may not have cleared it yet.)
+    fn has_untaken_bytes(&self) -> bool {
+        untaken_bytes(&self.stream) > 0
+    }
+}
+
+impl Live {
     /// True if the client has closed or reset the connection, even with bytes it sent
     /// before still unread (Linux; elsewhere always false).
     pub(super) fn peer_is_gone(&self) -> bool {
@@ -139,23 +151,56 @@ fn peer_is_gone(_: &TcpStream) -> bool {
     false
 }
 
-#[cfg(target_os = "linux")]
+/// Bytes from the client that wait in the socket's receive queue, unread.
 fn unread_bytes(stream: &TcpStream) -> usize {
+    #[cfg(target_os = "linux")]
+    return queued_bytes(stream, libc::FIONREAD);
+    #[cfg(not(target_os = "linux"))]
+    return {
+        let _ = stream;
+        0
+    };
+}
+
+/// Bytes written to the socket that the kernel has not sent yet because the client's
+/// receive window is closed: its side holds all it will take. Bytes sent and not yet
+/// acknowledged do not count (a delayed acknowledgement is no sign of a slow reader).
+fn untaken_bytes(stream: &TcpStream) -> usize {
+    #[cfg(target_os = "linux")]
+    return queued_bytes(stream, libc::SIOCOUTQNSD as libc::Ioctl);
+    #[cfg(not(target_os = "linux"))]
+    return {
+        let _ = stream;
+        0
+    };
+}
+
+/// What `request` (FIONREAD or SIOCOUTQNSD) says of one of the socket's queues; 0 if
+/// it fails.
+#[cfg(target_os = "linux")]
+fn queued_bytes(stream: &TcpStream, request: libc::Ioctl) -> usize {
     use std::os::fd::AsRawFd;
-    let mut unread: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one `c_int` through the pointer, which points to a live
-    // `c_int`; the descriptor is open while `stream` is borrowed.
-    let done = unsafe { libc::ioctl(stream.as_raw_fd(), libc::FIONREAD, &mut unread) };
+    let mut bytes: libc::c_int = 0;
+    // SAFETY: both requests write one `c_int` through the pointer, which points to a
+    // live `c_int`; the descriptor is open while `stream` is borrowed.
+    let done = unsafe { libc::ioctl(stream.as_raw_fd(), request, &mut bytes) };
     if done == 0 {
-        unread.max(0) as usize
+        bytes.max(0) as usize
     } else {
         0
     }
 }
 
-#[cfg(not(target_os = "linux"))]
-fn unread_bytes(_: &TcpStream) -> usize {
-    0
+/// The address the most connections come from (ties: any of them).
+fn busiest_peer(peers: impl Iterator<Item = Option<IpAddr>>) -> Option<IpAddr> {
+    let mut counts: HashMap<Option<IpAddr>, usize> = HashMap::new();
+    for peer in peers {
+        *counts.entry(peer).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|&(_, n)| n)
+        .and_then(|(peer, _)| peer)
 }
 
 /// Removes a connection from the live set, and counts its thread out, when the thread
@@ -222,6 +267,7 @@ impl Shared {
 
     /// Adds `stream` to the live set, making room if needed; `None` if refused.
     fn register(&self, stream: TcpStream) -> Option<(u64, Arc<Live>)> {
+        let peer = stream.peer_addr().ok().map(|a| a.ip());
         let mut connections = self.lock_connections();
         if self.is_stopping() {
             return self.refuse(stream, "shutting down");
@@ -242,6 +288,7 @@ impl Shared {
             writing: AtomicBool::new(false),
             queued_since_ms: AtomicU64::new(0),
             handshaken: AtomicBool::new(false),
+            peer,
         });
         // ORDERING: only uniqueness matters.
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
@@ -262,25 +309,52 @@ impl Shared {
 
     /// Chooses the connection that has waited longest on its client (so a connection
     /// stalled in the middle of a message goes before one that has just finished a
-    /// call), and marks it so that it cannot start answering one any more. A connection
+    /// call), and marks it so that it cannot start answering one any more. Clients that
+    /// have not taken what they were sent go first: a client that does not read its
+    /// answers goes before one between two calls, however short its wait. A connection
     /// waiting to read whose client has sent bytes its thread has not read yet is
     /// making progress (its thread is about to run), and is spared, unless no other is
     /// left and its handshake has not been answered yet. If none of those is left, the
     /// connection that joined the line for memory last goes: it has waited least and
     /// holds nothing.
+    ///
+    /// Connections from the address that holds the most are looked at first: a client
+    /// that floods the server with connections makes room with its own before it
+    /// costs anyone else theirs.
     fn evict_longest_idle<'a>(
         &self,
         connections: impl Iterator<Item = (&'a u64, &'a Arc<Live>)>,
     ) -> Option<u64> {
         let all: Vec<(&u64, &Arc<Live>)> = connections.collect();
-        let mut candidates: Vec<(u64, u64, &Arc<Live>)> = all
+        let busiest = busiest_peer(all.iter().map(|(_, live)| live.peer));
+        let from_busiest: Vec<(&u64, &Arc<Live>)> = all
+            .iter()
+            .copied()
+            .filter(|(_, live)| live.peer == busiest)
+            .collect();
+        self.evict_one_of(&from_busiest).or_else(|| {
+            (from_busiest.len() < all.len())
+                .then(|| self.evict_one_of(&all))
+                .flatten()
+        })
+    }
+
+    /// [`Self::evict_longest_idle`]'s choice among `all`.
+    fn evict_one_of(&self, all: &[(&u64, &Arc<Live>)]) -> Option<u64> {
+        let mut candidates: Vec<(bool, u64, u64, &Arc<Live>)> = all
             .iter()
             .copied()
             // ORDERING: a first look; the compare-exchange below decides.
             .map(|(id, live)| (live.idle_since_ms.load(Ordering::Relaxed), *id, live))
             .filter(|(since, _, live)| *since < EVICTED && !live.has_unread_bytes())
+            .map(|(since, id, live)| (!live.has_untaken_bytes(), since, id, live))
             .collect();
-        candidates.sort_unstable_by_key(|(since, _, _)| *since);
+        // Clients that have not taken what they were sent first, then the rest; each
+        // longest waiting first.
+        candidates.sort_unstable_by_key(|&(taken, since, _, _)| (taken, since));
+        let candidates = candidates
+            .into_iter()
+            .map(|(_, since, id, live)| (since, id, live));
         let newest_in_line = || {
             let mut queued: Vec<(u64, u64, &Arc<Live>)> = all
                 .iter()
@@ -306,7 +380,6 @@ impl Shared {
             fresh
         };
         candidates
-            .into_iter()
             .chain(unanswered())
             .chain(newest_in_line())
             .find_map(|(since, id, live)| {

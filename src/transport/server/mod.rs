@@ -1,7 +1,7 @@
 //! The server: an accept thread and one thread per connection, blocking `std::net`.
 //!
-//! - `listener`: accepting, the connection limit (the longest-idle connection makes
-//!   room for a newcomer), the live-connection set;
+//! - `listener`: accepting, the connection limit (the longest-idle connection of the
+//!   busiest client address makes room for a newcomer), the live-connection set;
 //! - `connection`: one connection's handshake and calls, with their deadlines and the
 //!   memory budget;
 //! - this file: configuration, the shared state, and shutdown.
@@ -37,10 +37,12 @@ pub struct ServerConfig {
     /// then gets "unknown session" when it comes back: an error, never a second
     /// execution.
     pub max_sessions: usize,
-    /// The most live connections (default 256). At the limit a newcomer closes the
-    /// connection that has waited longest for its next call to arrive whole (its
-    /// client resumes and re-sends); it is refused only if every connection is
-    /// answering a call.
+    /// The most live connections (default 256). At the limit a newcomer closes one
+    /// connection of the client address that holds the most (of any address if none of
+    /// those can go): one whose client does not take what it is sent first, else the
+    /// one that has waited longest for its next call to arrive whole (its client
+    /// resumes and re-sends); it is refused only if every connection is answering a
+    /// call.
     pub max_connections: usize,
     /// A session that completed a request and has had no connection for this long is
     /// removed (default 10 minutes; MUSCLE3 never removes one).
