@@ -189,7 +189,7 @@ impl<T, S: Slot<T>> SessionState<T, S> {
             self.word.leave();
             response
         } else {
-            if !(seen.has_response() && seen.request() == m) {
+            if !seen.has_response_of(m) {
                 return None;
             }
             self.read_response(m, seen).ok().flatten()
@@ -214,7 +214,7 @@ impl<T, S: Slot<T>> SessionState<T, S> {
             // the word still says `Ready(m)`. (The slot's acquire load makes a later
             // publish's `start` visible to this load.)
             let still = self.word.load();
-            if still.request() == m && still.has_response() {
+            if still.has_response_of(m) {
                 Ok(response)
             } else {
                 Err(still)
