@@ -37,8 +37,8 @@ pub(super) struct Live {
     queued_since_ms: AtomicU64,
     /// True once its handshake has been answered.
     handshaken: AtomicBool,
-    /// The client's address (`None` if the socket could not say).
-    peer: Option<IpAddr>,
+    /// The client's address, as `accept` gave it.
+    peer: IpAddr,
 }
 
 impl Live {
@@ -192,15 +192,15 @@ fn queued_bytes(stream: &TcpStream, request: libc::Ioctl) -> usize {
 }
 
 /// The address the most connections come from (ties: any of them).
-fn busiest_peer(peers: impl Iterator<Item = Option<IpAddr>>) -> Option<IpAddr> {
-    let mut counts: HashMap<Option<IpAddr>, usize> = HashMap::new();
+fn busiest_peer(peers: impl Iterator<Item = IpAddr>) -> Option<IpAddr> {
+    let mut counts: HashMap<IpAddr, usize> = HashMap::new();
     for peer in peers {
         *counts.entry(peer).or_default() += 1;
     }
     counts
         .into_iter()
         .max_by_key(|&(_, n)| n)
-        .and_then(|(peer, _)| peer)
+        .map(|(peer, _)| peer)
 }
 
 /// Removes a connection from the live set, and counts its thread out, when the thread
@@ -221,14 +221,15 @@ impl Drop for Registration {
 impl Shared {
     pub(super) fn accept_loop(self: Arc<Self>, listener: TcpListener) {
         let mut backoff = Duration::ZERO;
-        for stream in listener.incoming() {
+        loop {
+            let accepted = listener.accept();
             if self.is_stopping() {
                 break;
             }
-            match stream {
-                Ok(stream) => {
+            match accepted {
+                Ok((stream, peer)) => {
                     backoff = Duration::ZERO;
-                    self.admit(stream);
+                    self.admit(stream, peer.ip());
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off while others
@@ -244,8 +245,8 @@ impl Shared {
         }
     }
 
-    fn admit(self: &Arc<Self>, stream: TcpStream) {
-        let Some((id, live)) = self.register(stream) else {
+    fn admit(self: &Arc<Self>, stream: TcpStream, peer: IpAddr) {
+        let Some((id, live)) = self.register(stream, peer) else {
             return;
         };
         let registration = Registration {
@@ -265,9 +266,9 @@ impl Shared {
         }
     }
 
-    /// Adds `stream` to the live set, making room if needed; `None` if refused.
-    fn register(&self, stream: TcpStream) -> Option<(u64, Arc<Live>)> {
-        let peer = stream.peer_addr().ok().map(|a| a.ip());
+    /// Adds `stream`, from `peer`, to the live set, making room if needed; `None` if
+    /// refused.
+    fn register(&self, stream: TcpStream, peer: IpAddr) -> Option<(u64, Arc<Live>)> {
         let mut connections = self.lock_connections();
         if self.is_stopping() {
             return self.refuse(stream, "shutting down");
@@ -330,7 +331,7 @@ impl Shared {
         let from_busiest: Vec<(&u64, &Arc<Live>)> = all
             .iter()
             .copied()
-            .filter(|(_, live)| live.peer == busiest)
+            .filter(|(_, live)| Some(live.peer) == busiest)
             .collect();
         self.evict_one_of(&from_busiest).or_else(|| {
             (from_busiest.len() < all.len())
