@@ -217,7 +217,7 @@ pub fn run(
             .iter()
             .filter(|p| (p.at < attack_ended) == during && p.at >= start)
             .collect();
-        (chosen.iter().filter(|p| p.ok).count(), chosen.len())
+        (chosen.iter().filter(|p| p.ok()).count(), chosen.len())
     };
     Figures {
         row,
@@ -254,7 +254,7 @@ impl Ledger {
         let duplicates = runs.values().filter(|&&n| n > 1).count() as u64;
         let answered = calls
             .iter()
-            .chain(probes.iter().filter(|p| p.ok).map(|p| &p.body));
+            .chain(probes.iter().filter(|p| p.ok()).map(|p| &p.body));
         let lost = answered.filter(|b| !runs.contains_key(*b)).count() as u64;
         (duplicates, lost)
     }
@@ -307,10 +307,15 @@ impl Caller {
 
 struct Probe {
     at: Instant,
-    ok: bool,
     /// The step at which a failed probe failed.
     failed: Option<&'static str>,
     body: Vec<u8>,
+}
+
+impl Probe {
+    fn ok(&self) -> bool {
+        self.failed.is_none()
+    }
 }
 
 /// The probing bystander: a new connection and a new session every [`PROBE_EVERY`].
@@ -329,12 +334,7 @@ impl Prober {
                 let at = Instant::now();
                 let body = format!("probe:{}", probes.len()).into_bytes();
                 let failed = probe(addr, &body).err();
-                probes.push(Probe {
-                    at,
-                    ok: failed.is_none(),
-                    failed,
-                    body,
-                });
+                probes.push(Probe { at, failed, body });
                 thread::sleep(PROBE_EVERY.saturating_sub(at.elapsed()));
             }
             probes

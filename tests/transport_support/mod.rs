@@ -66,18 +66,17 @@ pub struct Raw(pub TcpStream);
 
 impl Raw {
     pub fn connect(addr: SocketAddr) -> Raw {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        Raw(stream)
+        Raw::reading_within_5_s(TcpStream::connect(addr).unwrap())
     }
 
     /// Connects from the local address `from` (on Linux every 127.x.y.z is this
     /// machine's), so that the server sees another client address than the default
     /// 127.0.0.1.
     pub fn connect_from(from: IpAddr, addr: SocketAddr) -> Raw {
-        let stream = connect_from(from, addr, Duration::from_secs(5)).unwrap();
+        Raw::reading_within_5_s(connect_from(from, addr, Duration::from_secs(5)).unwrap())
+    }
+
+    fn reading_within_5_s(stream: TcpStream) -> Raw {
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
