@@ -81,11 +81,17 @@ impl<T: 'static, S: Slot<T>> SessionState<T, S> {
     pub fn set_response(&self, response: impl Into<Arc<T>>) -> Result<(), SetResponseError> {
         match self.word.claim() {
             Ok(claimed) => {
-                let guard = self.claimed(claimed);
-                let response = response.into();
-                let earlier = read_back::keep(self.address(), guard.request().get(), &response);
-                SessionState::publish(guard, response);
-                drop(earlier);
+                let m = claimed.request();
+                // Converted while nothing else is done: a panic here abandons `m`.
+                let response = {
+                    let guard = self.claimed(claimed);
+                    let response = response.into();
+                    std::mem::forget(guard);
+                    response
+                };
+                let copy = Arc::clone(&response);
+                self.publish_claimed(m, response);
+                read_back::keep(self.address(), m, copy);
                 Ok(())
             }
             Err(seen) if seen.is_ready() => Err(SetResponseError::NotProcessing),
@@ -112,20 +118,16 @@ impl<T: 'static, S: Slot<T>> SessionState<T, S> {
     /// allocation alive, so the same address is the same response.
     #[inline]
     fn read_back(&self, m: u64) -> Option<Arc<T>> {
-        let kept = read_back::take()?;
-        if !kept.was_published_as(self.address(), m) {
-            // Released here: the thread has moved on to other requests.
-            return None;
-        }
-        if self.word.load().has_response_of(m)
-            && self.slot.holds(kept.response().cast())
-            && self.word.load().has_response_of(m)
-        {
-            // SAFETY: this session's slot, of `T`s, held the copy's address while the
-            // copy kept that allocation alive.
-            return Some(unsafe { kept.into_response::<T>() });
-        }
-        None
+        let holds = |response: *const ()| {
+            self.word.load().has_response_of(m)
+                && self.slot.holds(response.cast())
+                && self.word.load().has_response_of(m)
+        };
+        // SAFETY: `holds` is true only if this session's slot, of `T`s, held the copy's
+        // address (while the copy kept that allocation alive).
+        let response = unsafe { read_back::take_if(self.address(), m, holds) }?;
+        // SAFETY: per `take_if`, a count of an `Arc<T>` that moves to us.
+        Some(unsafe { Arc::from_raw(response.cast::<T>()) })
     }
 
     /// This session's address, the hint a kept copy carries.

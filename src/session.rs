@@ -171,6 +171,25 @@ impl<T, S: Slot<T>> SessionState<T, S> {
         guard.session.wake_waiters(previous);
     }
 
+    /// [`publish`](Self::publish) for the `Processing(m)` this thread has just claimed
+    /// (the seed's `set_response`), with no guard value moved in: on this path the
+    /// guard's three words went through the stack in pieces of different widths, which
+    /// the processor cannot forward from its store buffer (see `seed_compat::read_back`).
+    /// A panic in dropping the previous response abandons `m`, as the guard's would.
+    #[inline(always)]
+    pub(crate) fn publish_claimed(&self, m: u64, response: Arc<T>) {
+        let abandon_on_unwind = AbandonOnUnwind { session: self, m };
+        self.drain_readers();
+        // SAFETY: this thread owns `Processing(m)` (its claim won) and the readers have
+        // left; none can enter until `m` is settled.
+        drop(unsafe { self.slot.take() });
+        // SAFETY: as above; the cell is empty now.
+        drop(unsafe { self.slot.put(response) });
+        std::mem::forget(abandon_on_unwind);
+        let previous = self.word.complete(m);
+        self.wake_waiters(previous);
+    }
+
     /// Waits for the readers of the previous response that were inside their window
     /// when `Processing(m)` began (none can enter since) to leave: the owner's next
     /// transition clears their count, and the slot is the owner's only after it.
@@ -240,6 +259,19 @@ impl<'s, T, S: Slot<T>> ProcessGuard<'s, T, S> {
     /// waiter wakes with `Abandoned`. Dropping the guard does the same.
     pub fn abandon(self) {
         drop(self);
+    }
+}
+
+/// Abandons request `m` if dropped: armed while `publish_claimed` drops what the slot
+/// held, disarmed (forgotten) before the publish.
+struct AbandonOnUnwind<'s, T, S: Slot<T>> {
+    session: &'s SessionState<T, S>,
+    m: u64,
+}
+
+impl<T, S: Slot<T>> Drop for AbandonOnUnwind<'_, T, S> {
+    fn drop(&mut self) {
+        self.session.abandon(self.m);
     }
 }
 
