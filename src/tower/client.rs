@@ -213,7 +213,10 @@ where
             let (parts, body) = request.into_parts();
             let body = match read_limited(body, call.config.request_limit).await {
                 Ok(body) => body,
-                Err(ReadError::TooLarge) => return Err(ClientError::RequestTooLarge),
+                // `read_limited` charges nothing, so it refuses nothing.
+                Err(ReadError::TooLarge | ReadError::Refused) => {
+                    return Err(ClientError::RequestTooLarge)
+                }
                 Err(ReadError::Body(e)) => return Err(ClientError::RequestBody(e)),
             };
             let template = Template {
@@ -404,7 +407,9 @@ where
         let (parts, body) = answer.into_parts();
         match read_limited(body, self.config.response_limit).await {
             Ok(body) => Attempt::Answered(Response::from_parts(parts, Full::new(body))),
-            Err(ReadError::TooLarge) => Attempt::Fail(ClientError::ResponseTooLarge),
+            Err(ReadError::TooLarge | ReadError::Refused) => {
+                Attempt::Fail(ClientError::ResponseTooLarge)
+            }
             Err(ReadError::Body(e)) => Attempt::Retry(e),
         }
     }

@@ -56,7 +56,7 @@ impl<St: Store + Clone + Send + Sync + 'static> ExactlyOnceLayer<HeaderKey, St> 
     pub fn with_table(store: St, config: TableConfig, budget: Arc<Budget>) -> Self {
         let weigher = store.clone();
         let table = SessionTable::new(config, budget).with_weigher(move |r| weigher.weigh(r));
-        ExactlyOnceLayer::new(HeaderKey, store, table)
+        ExactlyOnceLayer::new(HeaderKey::new(), store, table)
     }
 }
 
@@ -136,7 +136,29 @@ impl<A: AnswerBody> HttpLayer<A> {
         self.layer.with_resend_timeout(timeout).into()
     }
 
-    /// The same layer (the same session table) answering with bodies of type `C`.
+    /// The same layer taking request bodies of at most `limit` bytes (default: the
+    /// response body limit); see [`HttpStore::with_request_limit`].
+    pub fn with_request_limit(self, limit: usize) -> Self {
+        let mut layer = self.layer;
+        layer.store = layer.store.with_request_limit(limit);
+        layer.into()
+    }
+
+    /// The same layer letting requests that carry neither key header through to the
+    /// inner service, unprotected, when `pass(method, uri)` says so (health checks,
+    /// CORS preflights); see [`HeaderKey::letting_through`]. Every other request still
+    /// needs its key.
+    pub fn letting_through(
+        self,
+        pass: impl Fn(&http::Method, &http::Uri) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        let mut layer = self.layer;
+        layer.key = layer.key.letting_through(pass);
+        layer.into()
+    }
+
+    /// The same layer (the same session table) answering with bodies of type `C`, and
+    /// handing requests to the inner service in them.
     pub fn answering<C: AnswerBody>(self) -> HttpLayer<C> {
         let ExactlyOnceLayer {
             key,

@@ -107,16 +107,19 @@ mod future;
 mod headers;
 mod key;
 mod layer;
+pub mod problems;
 mod service;
 mod store;
+mod whole;
 
 pub use client::{Client, ClientConfig, ClientError, ClientFuture, ClientLayer};
 pub use error::Error;
+pub use error::PROBLEM_TYPES;
 pub use error_responses::HttpErrors;
 pub use future::{HttpResponseFuture, ResponseFuture};
 pub use headers::StoredHeaders;
 pub use key::{
-    key_from_headers, HeaderKey, Key, KeyError, KeyExtractor, SessionId, ERROR_HEADER,
+    key_from_headers, HeaderKey, Key, KeyError, KeyExtractor, LetThrough, SessionId, ERROR_HEADER,
     REQUEST_HEADER, SESSION_HEADER,
 };
 pub use layer::{ExactlyOnceLayer, HttpLayer};
@@ -124,3 +127,4 @@ pub use service::ExactlyOnce;
 pub use store::{
     AnswerBody, BoxError, CloneStore, HttpStore, Store, StoreError, StoreResponse, StoredResponse,
 };
+pub use whole::{RequestError, TakeWhole};
