@@ -415,8 +415,15 @@ where
     }
 }
 
-/// The layer's answers that mean "this request has not run; send it again later".
-const RETRY_LATER: [&str; 4] = ["busy", "still-running", "over-budget", "table-full"];
+/// The layer's answers that mean "this request has not run; send it again later" (an
+/// incomplete body: its bytes were cut on the way, e.g. by a proxy).
+const RETRY_LATER: [&str; 5] = [
+    "busy",
+    "still-running",
+    "over-budget",
+    "table-full",
+    "incomplete-body",
+];
 
 /// The layer's error code, if the server answered for the layer.
 fn refusal<B>(answer: &Response<B>) -> Option<String> {
