@@ -61,8 +61,9 @@ impl<St: Store + Clone + Send + Sync + 'static> ExactlyOnceLayer<HeaderKey, St> 
 }
 
 impl ExactlyOnceLayer<HeaderKey, HttpStore> {
-    /// The HTTP layer: keys from headers, response bodies buffered up to `body_limit`
-    /// bytes, sessions within `config`, retained responses weighed against `budget`.
+    /// The HTTP layer: keys from headers, request and response bodies buffered up to
+    /// `body_limit` bytes, sessions within `config`, retained responses weighed against
+    /// `budget`.
     pub fn http(body_limit: usize, config: TableConfig, budget: Arc<Budget>) -> Self {
         ExactlyOnceLayer::with_table(HttpStore::new(body_limit), config, budget)
     }
@@ -123,7 +124,8 @@ impl<A: AnswerBody> fmt::Debug for HttpLayer<A> {
 }
 
 impl HttpLayer {
-    /// Response bodies buffered up to `body_limit` bytes, sessions within `config`,
+    /// Request and response bodies buffered up to `body_limit` bytes (see
+    /// [`with_request_limit`](Self::with_request_limit)), sessions within `config`,
     /// retained responses weighed against `budget`.
     pub fn new(body_limit: usize, config: TableConfig, budget: Arc<Budget>) -> Self {
         ExactlyOnceLayer::http(body_limit, config, budget).into()
