@@ -7,7 +7,9 @@
 use axum::{body::Body, extract::Request, routing::any, routing::post, Json, Router, ServiceExt};
 use bytes::Bytes;
 use exactly_once::table::{Budget, TableConfig};
-use exactly_once::tower::{HttpLayer, ERROR_HEADER, PROBLEM_TYPES, REQUEST_HEADER, SESSION_HEADER};
+use exactly_once::tower::{
+    HttpLayer, ERROR_HEADER, PROBLEM_TYPES, REQUEST_HEADER, SESSION_HEADER, SKIPPED_HEADER,
+};
 use http::{header, Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client as Pool};
@@ -76,6 +78,7 @@ struct Answer {
     code: Option<String>,
     retry_after: Option<String>,
     content_type: Option<String>,
+    skipped: Option<String>,
     body: String,
 }
 
@@ -100,6 +103,7 @@ impl Server {
         };
         let (code, retry_after) = (header(ERROR_HEADER), header(header::RETRY_AFTER.as_str()));
         let content_type = header(header::CONTENT_TYPE.as_str());
+        let skipped = header(SKIPPED_HEADER);
         let status = response.status();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         Answer {
@@ -107,6 +111,7 @@ impl Server {
             code,
             retry_after,
             content_type,
+            skipped,
             body: String::from_utf8(body.to_vec()).unwrap(),
         }
     }
@@ -258,11 +263,19 @@ async fn a_session_ends_with_delete_only_and_ending_it_again_is_answered_the_sam
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_number_that_skips_ahead_runs_and_the_numbers_skipped_are_stale() {
+async fn a_number_that_skips_ahead_runs_with_the_gap_marked_and_the_skipped_are_stale() {
     let server = serve(layer()).await;
     let id = server.create().await;
-    assert_eq!(server.call("/text", &id, 1, "a").await.body, "run 1: a");
-    assert_eq!(server.call("/text", &id, 3, "c").await.body, "run 2: c");
+    let first = server.call("/text", &id, 1, "a").await;
+    assert_eq!((first.body.as_str(), first.skipped), ("run 1: a", None));
+    let jumped = server.call("/text", &id, 3, "c").await;
+    assert_eq!(jumped.body, "run 2: c");
+    assert_eq!(jumped.skipped.as_deref(), Some("1"), "the gap is seen");
+    assert_eq!(
+        server.call("/text", &id, 3, "c").await,
+        jumped,
+        "and replayed"
+    );
     let skipped = server.call("/text", &id, 2, "b").await;
     assert_eq!(skipped.code.as_deref(), Some("stale"));
     assert_eq!(server.runs(), 2);

@@ -141,6 +141,7 @@ async fn an_http1_body_cut_mid_way_runs_nothing_and_the_whole_resend_runs_once()
         let mut client = h1_client(server.addr).await;
         for _copy in 0..2 {
             let resend = echo_request(server.addr, &session, m, body());
+            client.ready().await.unwrap();
             let answer = answer_of(client.send_request(resend).await.unwrap()).await;
             assert_eq!(
                 answer,

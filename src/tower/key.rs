@@ -9,6 +9,9 @@ use std::sync::Arc;
 pub const SESSION_HEADER: &str = "exactly-once-session";
 /// The header that numbers the request within its session (decimal; `0` ends the session).
 pub const REQUEST_HEADER: &str = "exactly-once-request";
+/// The header the server adds to the answer to a call whose number skipped ahead: how
+/// many numbers were skipped (they run no more; see [`StoreResponse::mark_skipped`](super::StoreResponse::mark_skipped)).
+pub const SKIPPED_HEADER: &str = "exactly-once-skipped";
 /// The header the server adds to every answer it gives in place of the inner service
 /// (session created or ended, or an [`Error`](super::Error)'s code).
 pub const ERROR_HEADER: &str = "exactly-once-error";
@@ -271,6 +274,8 @@ pub(crate) fn header<'h>(
 pub(crate) const SESSION_NAME: http::HeaderName = http::HeaderName::from_static(SESSION_HEADER);
 /// [`REQUEST_HEADER`] as a header name.
 pub(crate) const REQUEST_NAME: http::HeaderName = http::HeaderName::from_static(REQUEST_HEADER);
+/// [`SKIPPED_HEADER`] as a header name.
+pub(crate) const SKIPPED_NAME: http::HeaderName = http::HeaderName::from_static(SKIPPED_HEADER);
 /// [`ERROR_HEADER`] as a header name.
 pub(crate) const ERROR_NAME: http::HeaderName = http::HeaderName::from_static(ERROR_HEADER);
 

@@ -131,7 +131,7 @@ pub use future::{HttpResponseFuture, ResponseFuture};
 pub use headers::StoredHeaders;
 pub use key::{
     key_from_headers, HeaderKey, Key, KeyError, KeyExtractor, LetThrough, SessionId, ERROR_HEADER,
-    REQUEST_HEADER, SESSION_HEADER,
+    REQUEST_HEADER, SESSION_HEADER, SKIPPED_HEADER,
 };
 pub use layer::{ExactlyOnceLayer, HttpLayer};
 pub use service::ExactlyOnce;

@@ -225,13 +225,17 @@ impl<St: Store + Send + 'static> Run<St> {
             Step::AwaitResend => return self.replay(after_wait(self.settled().await)),
             Step::Reply(reply) => return self.replay(reply),
         };
-        let response = match inner.call(request).await {
+        let skipped = guard.skipped();
+        let mut response = match inner.call(request).await {
             Ok(response) => response,
             Err(e) => {
                 guard.abandon();
                 return Err(Error::Inner(e));
             }
         };
+        if skipped > 0 {
+            self.store.mark_skipped(&mut response, skipped);
+        }
         match self.store.store(response).await {
             Ok((stored, first)) => {
                 let stored = guard.complete(stored);

@@ -3,7 +3,7 @@
 
 use super::body::{read_limited, ReadError};
 use super::headers::StoredHeaders;
-use super::key::{SessionId, ERROR_NAME, SESSION_NAME};
+use super::key::{SessionId, ERROR_NAME, SESSION_NAME, SKIPPED_NAME};
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, Version};
 use http_body::Body;
@@ -44,6 +44,14 @@ pub trait StoreResponse<R>: Store {
         &self,
         response: R,
     ) -> impl Future<Output = Result<(Self::Stored, Self::Output), StoreError>> + Send;
+
+    /// Marks the response to a call that skipped `skipped` numbers (the numbers between
+    /// the session's last request and this one, which run no more), before it is
+    /// stored: the gap runs, as in MUSCLE3, and the mark makes it seen, by the first
+    /// answer and every resend alike. By default nothing is marked.
+    fn mark_skipped(&self, response: &mut R, skipped: u64) {
+        let _ = (response, skipped);
+    }
 }
 
 /// Why a response could not be stored; its request is abandoned.
@@ -239,6 +247,13 @@ where
             };
             Ok((stored, Response::from_parts(parts, A::from(body))))
         }
+    }
+
+    /// Adds the [`SKIPPED_HEADER`](super::SKIPPED_HEADER) header, the count in decimal.
+    fn mark_skipped(&self, response: &mut Response<B>, skipped: u64) {
+        response
+            .headers_mut()
+            .insert(SKIPPED_NAME, HeaderValue::from(skipped));
     }
 }
 
