@@ -313,3 +313,21 @@ async fn requests_with_no_key_are_let_through_only_where_the_layer_is_told() {
     assert_eq!(server.call("/text", &id, 1, "k").await.body, "run 3: k");
     assert_eq!(server.call("/text", &id, 1, "k").await.body, "run 3: k");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_the_budget_cannot_take_as_it_arrives_is_refused_for_later_and_runs_once_later() {
+    // Bodies up to 8 KiB, responses up to 512 bytes, 2 KiB of budget in all: a 4 KiB
+    // body is refused as its bytes come (not for its announced length, which fits
+    // the limit); a 400-byte body and its response fit.
+    let small = HttpLayer::new(512, TableConfig::default(), Budget::new(2 << 10));
+    let server = serve(small.with_request_limit(8 << 10)).await;
+    let id = server.create().await;
+    let refused = server.call("/text", &id, 1, &"b".repeat(4 << 10)).await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.code.as_deref(), Some("over-budget"));
+    assert_eq!(refused.retry_after.as_deref(), Some("1"));
+    let fits = "c".repeat(400);
+    let ran = server.call("/text", &id, 1, &fits).await;
+    assert_eq!(ran.body, format!("run 1: {fits}"));
+    assert_eq!(server.runs(), 1);
+}
