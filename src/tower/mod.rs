@@ -69,8 +69,10 @@
 //!   [`HttpLayer`] answers with fitting status codes ([`Error::status`]) in RFC 9457
 //!   problem details ([`problems`] lists them).
 //!
-//! Number 0 with the method `DELETE` ends the session. Requests with no key header at
-//! all are refused unless [`HttpLayer::letting_through`] lets them pass unprotected.
+//! Number 0 with the method `DELETE` ends the session. A number that skips ahead runs
+//! (as in MUSCLE3) and its answer carries [`SKIPPED_HEADER`]. Requests with no key
+//! header at all are refused unless [`HttpLayer::letting_through`] lets them pass
+//! unprotected.
 //!
 //! # Getting a session id
 //!

@@ -82,14 +82,15 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let key = match self.key.key(&request) {
+        let started = match self.key.key(&request) {
             Err(e) => return ResponseFuture::ready(Err(Error::Key(e))),
             Ok(Key::Create) => return ResponseFuture::ready(self.create()),
             Ok(Key::End { session }) => {
                 self.sessions.end(session.get());
                 return ResponseFuture::ready(Ok(self.store.session_ended()));
             }
-            Ok(key) => key,
+            Ok(Key::Call { session, request }) => Started::Call(session, request),
+            Ok(Key::PassThrough) => Started::PassThrough,
         };
         // The ready service goes with this call; the clone waits for the next one.
         let ready = self.inner.clone();
@@ -104,7 +105,7 @@ where
         // before, or a body that fails, leaves no trace, and the resend runs.
         ResponseFuture::reading(Box::pin(async move {
             let (whole, held) = whole.await.map_err(request_error)?;
-            admission.start(key, held, inner, whole)
+            admission.start(started, held, inner, whole)
         }))
     }
 }
@@ -119,6 +120,14 @@ impl<S, K, St: Store> ExactlyOnce<S, K, St> {
     }
 }
 
+/// What a request whose body is being read will start.
+enum Started {
+    /// Request `m` of the session: run once or answered from the store.
+    Call(SessionId, RequestNr),
+    /// The inner service, unprotected ([`Key::PassThrough`]).
+    PassThrough,
+}
+
 /// What starting a whole request needs of the layer.
 struct Admission<St: Store> {
     store: St,
@@ -128,11 +137,11 @@ struct Admission<St: Store> {
 
 impl<St: Store + Send + Sync + 'static> Admission<St> {
     /// Reserves what reading the response needs (beside `held`, the bytes of the whole
-    /// request) and attaches to the session: the run or the wait for request `key`,
-    /// not yet polled; or the refusal.
+    /// request) and attaches to the session: the run or the wait for `started`, not
+    /// yet polled; or the refusal.
     fn start<S, Req, E>(
         self,
-        key: Key,
+        started: Started,
         mut held: Reservation,
         inner: S,
         request: Req,
@@ -149,14 +158,13 @@ impl<St: Store + Send + Sync + 'static> Admission<St> {
         if !held.try_grow(self.store.in_flight_bytes()) {
             return Err(Error::OverBudget);
         }
-        let (session, m) = match key {
-            Key::Call { session, request } => (session, request),
-            Key::PassThrough => {
+        let (session, m) = match started {
+            Started::Call(session, m) => (session, m),
+            Started::PassThrough => {
                 return Ok(RunToEnd::new(pass_through(
                     self.store, held, inner, request,
                 )))
             }
-            Key::Create | Key::End { .. } => unreachable!("answered before the body is read"),
         };
         let session = self.sessions.attach(session.get()).map_err(table_error)?;
         let run = Run {
