@@ -1,6 +1,7 @@
 //! HTTP soak run: an axum server with the exactly-once layer around a counter handler,
 //! and numbering clients that reach it through a TCP proxy which cuts connections at
-//! random before and after requests and responses, all in one process.
+//! random before and after requests and responses, and part-way through request bodies
+//! (a torn body must run nothing: its resend runs), all in one process.
 //!
 //! ```sh
 //! cargo run --release --features tower --example http_soak -- --seconds 30 --clients 16 --fault-rate 0.01
@@ -9,7 +10,8 @@
 //! The handler records, per client, the last call it ran, so a call run twice
 //! (duplicate) or skipped (loss) is caught where it happens; each answer must name the
 //! call it answers. Prints calls, executions, duplicates, losses, retries, cuts, calls/s
-//! and latency; exits 1 on any duplicate, loss, wrong answer or failed call.
+//! and latency; exits 1 on any duplicate, loss, wrong answer or failed call, or when
+//! faults are on and a kind of cut never happened.
 
 #[path = "../tests/tower_support/proxy.rs"]
 mod proxy;
@@ -168,7 +170,7 @@ fn report(
     println!("failed calls   {}", calls.failed);
     println!("retries        {}", calls.retries);
     println!(
-        "cuts           {:?} (before/after request, before/after response) over {} connections",
+        "cuts           {:?} (before/after request, before/after response, in request body) over {} connections",
         faults.cuts(),
         faults.connections()
     );
@@ -184,9 +186,14 @@ fn report(
         l.last().copied().unwrap_or_default()
     );
     let ok = duplicates == 0 && losses == 0 && calls.wrong_answers == 0 && calls.failed == 0;
+    // With faults on, every kind of cut (torn bodies included) must have been tried.
+    let covered = flags.fault_rate == 0.0 || faults.cuts().iter().all(|&cuts| cuts > 0);
+    if !covered {
+        eprintln!("a kind of cut never happened: raise --seconds or --fault-rate");
+    }
     // A call still running when a client stopped waiting would be an execution without
     // an answered call; clients only stop between calls, so the counts must agree.
-    ok && executions == calls.answered
+    ok && covered && executions == calls.answered
 }
 
 #[tokio::main]

@@ -60,7 +60,13 @@ impl Service<Ask> for Counter {
     }
 }
 
+/// The session that asks for no exactly-once: its requests run as they are.
+const UNPROTECTED: u64 = u64::MAX;
+
 fn key(ask: &Ask) -> Result<Key, KeyError> {
+    if ask.session == UNPROTECTED {
+        return Ok(Key::PassThrough);
+    }
     let Some(session) = SessionId::new(ask.session) else {
         return Ok(Key::Create);
     };
@@ -196,4 +202,22 @@ async fn a_run_whose_caller_goes_away_finishes_and_its_resend_gets_the_answer() 
     poll_fn(|cx| service.poll_ready(cx)).await.unwrap();
     assert_eq!(service.call(slow).await.unwrap(), Reply::Ran(1));
     assert_eq!(counter.runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_request_the_extractor_passes_through_runs_every_time_and_is_not_kept() {
+    let counter = Counter::default();
+    let mut service = layered(TableConfig::default(), counter.clone());
+    for run in 1..=3 {
+        let answer = call(&mut service, UNPROTECTED, 1, false).await.unwrap();
+        assert_eq!(answer, Reply::Ran(run));
+    }
+    let failed = call(&mut service, UNPROTECTED, 1, true).await;
+    assert!(matches!(failed, Err(Error::Inner("failed on purpose"))));
+    assert_eq!(counter.runs.load(Ordering::SeqCst), 4);
+    let s = new_session(&mut service).await;
+    assert_eq!(
+        call(&mut service, s, 1, false).await.unwrap(),
+        Reply::Ran(5)
+    );
 }

@@ -188,7 +188,9 @@ async fn an_ended_session_frees_its_place_and_is_unknown_after() {
     let (server, pool, id) = one_session().await;
     let url = server.url("/count");
     send(&pool, request(&url, Some(&id), 1, &[], "")).await;
-    let ended = send(&pool, request(&url, Some(&id), 0, &[], "")).await;
+    let mut end = request(&url, Some(&id), 0, &[], "");
+    *end.method_mut() = http::Method::DELETE;
+    let ended = send(&pool, end).await;
     assert_eq!(ended.status, StatusCode::NO_CONTENT);
     assert_eq!(server.layer.sessions().len(), 0);
     let after = send(&pool, request(&url, Some(&id), 2, &[], "")).await;
@@ -223,6 +225,7 @@ async fn a_request_the_budget_cannot_take_is_refused_before_it_runs_and_runs_onc
         refused(StatusCode::SERVICE_UNAVAILABLE, "over-budget")(&refused_now),
         "{refused_now:?}"
     );
+    assert_eq!(refused_now.retry_after.as_deref(), Some("1"));
     assert_eq!(running.await.unwrap().body, "run 1: s");
     let later = send(&pool, request(&url, Some(&other), 1, &[], "o")).await;
     assert_eq!(later.body, "run 2: o");

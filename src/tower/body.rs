@@ -1,4 +1,5 @@
-//! Reading a whole body under a limit, without copying a body that comes in one frame.
+//! Reading a whole body under a limit, without copying a body that comes in one frame,
+//! optionally charging each frame's bytes to a budget as they arrive.
 
 use super::store::BoxError;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -11,6 +12,8 @@ use std::pin::pin;
 pub(crate) enum ReadError {
     /// The body is longer than the limit.
     TooLarge,
+    /// The charge for a frame was refused (the budget cannot take its bytes).
+    Refused,
     /// The body failed.
     Body(BoxError),
 }
@@ -19,6 +22,21 @@ pub(crate) enum ReadError {
 /// frame is handed on as it came (for `Bytes` data, without a copy or an allocation); only
 /// a second frame makes a buffer that the frames are joined in.
 pub(crate) async fn read_limited<B>(body: B, limit: usize) -> Result<Bytes, ReadError>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    read_charged(body, limit, |_| true).await
+}
+
+/// [`read_limited`] that asks `charge(n)` for the `n` bytes of each data frame as it
+/// arrives, before keeping them: a refused charge ends the read with
+/// [`ReadError::Refused`], so what the read holds is never more than was charged.
+pub(crate) async fn read_charged<B>(
+    body: B,
+    limit: usize,
+    mut charge: impl FnMut(usize) -> bool,
+) -> Result<Bytes, ReadError>
 where
     B: Body,
     B::Error: Into<BoxError>,
@@ -42,6 +60,9 @@ where
         read = read.saturating_add(len);
         if read > limit {
             return Err(ReadError::TooLarge);
+        }
+        if !charge(len) {
+            return Err(ReadError::Refused);
         }
         match &mut joined {
             Some(joined) => joined.put(data),
@@ -119,6 +140,27 @@ mod tests {
         assert!(too_large(read(frames(&["ab", "cd"]), 3)));
         assert!(too_large(read(frames(&["abcd"]), 3)));
         assert!(too_large(read(Full::new(Bytes::from_static(b"abcd")), 3)));
+    }
+
+    #[test]
+    fn each_frame_is_charged_before_it_is_kept_and_a_refused_charge_ends_the_read() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut charged = Vec::new();
+        let read = runtime.block_on(read_charged(frames(&["ab", "cde"]), 10, |n| {
+            charged.push(n);
+            true
+        }));
+        assert_eq!(read.unwrap(), "abcde");
+        assert_eq!(charged, [2, 3]);
+        let mut room = 4;
+        let refused = runtime.block_on(read_charged(frames(&["ab", "cde"]), 10, |n| {
+            let fits = n <= room;
+            room = room.saturating_sub(n);
+            fits
+        }));
+        assert!(matches!(refused, Err(ReadError::Refused)));
     }
 
     #[test]

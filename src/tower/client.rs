@@ -213,7 +213,10 @@ where
             let (parts, body) = request.into_parts();
             let body = match read_limited(body, call.config.request_limit).await {
                 Ok(body) => body,
-                Err(ReadError::TooLarge) => return Err(ClientError::RequestTooLarge),
+                // `read_limited` charges nothing, so it refuses nothing.
+                Err(ReadError::TooLarge | ReadError::Refused) => {
+                    return Err(ClientError::RequestTooLarge)
+                }
                 Err(ReadError::Body(e)) => return Err(ClientError::RequestBody(e)),
             };
             let template = Template {
@@ -404,14 +407,23 @@ where
         let (parts, body) = answer.into_parts();
         match read_limited(body, self.config.response_limit).await {
             Ok(body) => Attempt::Answered(Response::from_parts(parts, Full::new(body))),
-            Err(ReadError::TooLarge) => Attempt::Fail(ClientError::ResponseTooLarge),
+            Err(ReadError::TooLarge | ReadError::Refused) => {
+                Attempt::Fail(ClientError::ResponseTooLarge)
+            }
             Err(ReadError::Body(e)) => Attempt::Retry(e),
         }
     }
 }
 
-/// The layer's answers that mean "this request has not run; send it again later".
-const RETRY_LATER: [&str; 4] = ["busy", "still-running", "over-budget", "table-full"];
+/// The layer's answers that mean "this request has not run; send it again later" (an
+/// incomplete body: its bytes were cut on the way, e.g. by a proxy).
+const RETRY_LATER: [&str; 5] = [
+    "busy",
+    "still-running",
+    "over-budget",
+    "table-full",
+    "incomplete-body",
+];
 
 /// The layer's error code, if the server answered for the layer.
 fn refusal<B>(answer: &Response<B>) -> Option<String> {

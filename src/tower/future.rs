@@ -20,9 +20,16 @@ pub struct ResponseFuture<O: Send + 'static, E: Send + 'static> {
 enum State<O: Send + 'static, E: Send + 'static> {
     /// Decided without a run: taken by the first poll.
     Ready(Option<Answer<O, E>>),
+    /// Taking the request whole, then admitting it: nothing is triaged yet, so
+    /// dropping this leaves no trace.
+    Reading(Starting<O, E>),
     /// The run, or the wait for the copy that runs the request.
     Running(RunToEnd<O, E>),
 }
+
+/// The request being taken whole, and then the run it starts (or the refusal).
+pub(crate) type Starting<O, E> =
+    Pin<Box<dyn Future<Output = Result<RunToEnd<O, E>, Error<E>>> + Send>>;
 
 impl<O: Send + 'static, E: Send + 'static> ResponseFuture<O, E> {
     pub(crate) fn ready(answer: Answer<O, E>) -> Self {
@@ -31,23 +38,32 @@ impl<O: Send + 'static, E: Send + 'static> ResponseFuture<O, E> {
         }
     }
 
-    pub(crate) fn running(run: RunToEnd<O, E>) -> Self {
+    pub(crate) fn reading(starting: Starting<O, E>) -> Self {
         ResponseFuture {
-            state: State::Running(run),
+            state: State::Reading(starting),
         }
     }
 }
 
-// Nothing in it is ever pinned: a ready answer is moved out, and the run is boxed.
+// Nothing in it is ever pinned: a ready answer is moved out; the reading and the run
+// are boxed.
 impl<O: Send + 'static, E: Send + 'static> Unpin for ResponseFuture<O, E> {}
 
 impl<O: Send + 'static, E: Send + 'static> Future for ResponseFuture<O, E> {
     type Output = Answer<O, E>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.state {
-            State::Ready(answer) => Poll::Ready(answer.take().expect("polled after completion")),
-            State::Running(run) => Pin::new(run).poll(cx),
+        loop {
+            match &mut self.state {
+                State::Ready(answer) => {
+                    return Poll::Ready(answer.take().expect("polled after completion"))
+                }
+                State::Reading(starting) => match ready!(starting.as_mut().poll(cx)) {
+                    Ok(run) => self.state = State::Running(run),
+                    Err(refused) => return Poll::Ready(Err(refused)),
+                },
+                State::Running(run) => return Pin::new(run).poll(cx),
+            }
         }
     }
 }

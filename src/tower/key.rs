@@ -3,11 +3,15 @@
 use crate::RequestNr;
 use std::fmt;
 use std::num::NonZeroU64;
+use std::sync::Arc;
 
 /// The header that names the session: `new` to create one, else its id in hex.
 pub const SESSION_HEADER: &str = "exactly-once-session";
 /// The header that numbers the request within its session (decimal; `0` ends the session).
 pub const REQUEST_HEADER: &str = "exactly-once-request";
+/// The header the server adds to the answer to a call whose number skipped ahead: how
+/// many numbers were skipped (they run no more; see [`StoreResponse::mark_skipped`](super::StoreResponse::mark_skipped)).
+pub const SKIPPED_HEADER: &str = "exactly-once-skipped";
 /// The header the server adds to every answer it gives in place of the inner service
 /// (session created or ended, or an [`Error`](super::Error)'s code).
 pub const ERROR_HEADER: &str = "exactly-once-error";
@@ -102,6 +106,10 @@ pub enum Key {
         /// The session.
         session: SessionId,
     },
+    /// Run the inner service as it is, with no session, no number and no stored answer:
+    /// for requests the extractor lets through unkeyed on purpose (e.g. health checks,
+    /// CORS preflights; see [`HeaderKey::letting_through`]). A resend runs again.
+    PassThrough,
 }
 
 /// Why a request carries no usable key.
@@ -115,6 +123,13 @@ pub enum KeyError {
     BadSession,
     /// The request number is not a decimal number up to [`RequestNr::MAX`].
     BadRequest,
+    /// The session is named more than once (two session headers): parties that read
+    /// the first and the last would disagree on the session, so nothing runs.
+    DuplicateSession,
+    /// The request is numbered more than once (two request headers).
+    DuplicateRequest,
+    /// Number 0 (end the session) with a method other than `DELETE`.
+    EndNeedsDelete,
 }
 
 impl fmt::Display for KeyError {
@@ -124,6 +139,9 @@ impl fmt::Display for KeyError {
             KeyError::MissingRequest => "the request has no request number",
             KeyError::BadSession => "the session id is malformed",
             KeyError::BadRequest => "the request number is malformed or too large",
+            KeyError::DuplicateSession => "the request names more than one session",
+            KeyError::DuplicateRequest => "the request has more than one request number",
+            KeyError::EndNeedsDelete => "a session is ended with DELETE only",
         })
     }
 }
@@ -144,20 +162,71 @@ impl<Req, F: Fn(&Req) -> Result<Key, KeyError>> KeyExtractor<Req> for F {
 }
 
 /// The key from the [`SESSION_HEADER`] and [`REQUEST_HEADER`] headers of an HTTP
-/// request: session `new` creates a session; an id with request `0` ends it; an id with
-/// request `m` is a call.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct HeaderKey;
+/// request: session `new` creates a session; an id with request `m` is a call; an id
+/// with request `0` and the method `DELETE` ends the session. A request with neither
+/// header is refused ([`KeyError::MissingSession`]) unless
+/// [`letting_through`](Self::letting_through) lets it pass.
+#[derive(Clone, Default)]
+pub struct HeaderKey {
+    let_through: Option<LetThrough>,
+}
 
-impl<B> KeyExtractor<http::Request<B>> for HeaderKey {
-    fn key(&self, request: &http::Request<B>) -> Result<Key, KeyError> {
-        key_from_headers(request.headers())
+/// Which requests with no key header at all run unprotected ([`Key::PassThrough`]).
+pub type LetThrough = Arc<dyn Fn(&http::Method, &http::Uri) -> bool + Send + Sync>;
+
+impl HeaderKey {
+    /// Keys from headers; every request must carry them.
+    pub fn new() -> Self {
+        HeaderKey::default()
+    }
+
+    /// Lets a request that carries neither key header through to the inner service,
+    /// unprotected ([`Key::PassThrough`]), when `pass(method, uri)` says so: for health
+    /// checks and CORS preflights in front of a router whose other routes need
+    /// exactly-once. A request with either header is never let through: a malformed
+    /// or partial key is refused, as it is a client's mistake.
+    pub fn letting_through(
+        mut self,
+        pass: impl Fn(&http::Method, &http::Uri) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.let_through = Some(Arc::new(pass));
+        self
     }
 }
 
-/// The key a set of HTTP headers names (see [`HeaderKey`]).
+impl fmt::Debug for HeaderKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeaderKey")
+            .field("letting_through", &self.let_through.is_some())
+            .finish()
+    }
+}
+
+impl<B> KeyExtractor<http::Request<B>> for HeaderKey {
+    fn key(&self, request: &http::Request<B>) -> Result<Key, KeyError> {
+        let headers = key_headers(request.headers())?;
+        if let (None, None, Some(pass)) = (headers.0, headers.1, &self.let_through) {
+            if pass(request.method(), request.uri()) {
+                return Ok(Key::PassThrough);
+            }
+        }
+        let key = key_from_values(headers)?;
+        if matches!(key, Key::End { .. }) && request.method() != http::Method::DELETE {
+            return Err(KeyError::EndNeedsDelete);
+        }
+        Ok(key)
+    }
+}
+
+/// The key a set of HTTP headers names (see [`HeaderKey`]; the method is not looked at,
+/// so number 0 reads as [`Key::End`] whatever the method).
 pub fn key_from_headers(headers: &http::HeaderMap) -> Result<Key, KeyError> {
-    let (session, request) = key_headers(headers);
+    key_from_values(key_headers(headers)?)
+}
+
+fn key_from_values(
+    (session, request): (Option<&http::HeaderValue>, Option<&http::HeaderValue>),
+) -> Result<Key, KeyError> {
     let session = session.ok_or(KeyError::MissingSession)?.as_bytes();
     if session == b"new" {
         return Ok(Key::Create);
@@ -172,21 +241,24 @@ pub fn key_from_headers(headers: &http::HeaderMap) -> Result<Key, KeyError> {
     Ok(Key::Call { session, request })
 }
 
-/// The first values of the session and request headers, as `HeaderMap::get` gives
-/// them, found in one pass that compares names without hashing them (a request has few
-/// headers; a name of another length is passed over at its first comparison).
+/// The values of the session and request headers, found in one pass that compares
+/// names without hashing them (a request has few headers; a name of another length is
+/// passed over at its first comparison). A header given twice is an error: a proxy or
+/// a library that reads the last value would disagree with one that reads the first.
 fn key_headers(
     headers: &http::HeaderMap,
-) -> (Option<&http::HeaderValue>, Option<&http::HeaderValue>) {
+) -> Result<(Option<&http::HeaderValue>, Option<&http::HeaderValue>), KeyError> {
     let (mut session, mut request) = (None, None);
     for (name, value) in headers {
         if *name == SESSION_NAME {
-            session.get_or_insert(value);
-        } else if *name == REQUEST_NAME {
-            request.get_or_insert(value);
+            if session.replace(value).is_some() {
+                return Err(KeyError::DuplicateSession);
+            }
+        } else if *name == REQUEST_NAME && request.replace(value).is_some() {
+            return Err(KeyError::DuplicateRequest);
         }
     }
-    (session, request)
+    Ok((session, request))
 }
 
 /// The first value of header `name`, as `HeaderMap::get` gives it, found by comparing
@@ -202,6 +274,8 @@ pub(crate) fn header<'h>(
 pub(crate) const SESSION_NAME: http::HeaderName = http::HeaderName::from_static(SESSION_HEADER);
 /// [`REQUEST_HEADER`] as a header name.
 pub(crate) const REQUEST_NAME: http::HeaderName = http::HeaderName::from_static(REQUEST_HEADER);
+/// [`SKIPPED_HEADER`] as a header name.
+pub(crate) const SKIPPED_NAME: http::HeaderName = http::HeaderName::from_static(SKIPPED_HEADER);
 /// [`ERROR_HEADER`] as a header name.
 pub(crate) const ERROR_NAME: http::HeaderName = http::HeaderName::from_static(ERROR_HEADER);
 
@@ -294,23 +368,86 @@ mod tests {
     }
 
     #[test]
-    fn a_repeated_header_counts_with_its_first_value_among_other_headers() {
+    fn a_key_header_given_twice_is_refused_whatever_the_values() {
         let s = SessionId::new(5).unwrap().to_string();
-        let mut pairs = vec![
-            ("host", "example"),
-            (REQUEST_HEADER, "3"),
-            ("accept", "*/*"),
-        ];
-        pairs.extend([(SESSION_HEADER, s.as_str()), (REQUEST_HEADER, "4")]);
-        pairs.push((SESSION_HEADER, "new"));
-        let map = headers(&pairs);
-        assert_eq!(map.get(REQUEST_HEADER).unwrap(), "3");
+        let t = SessionId::new(6).unwrap().to_string();
+        for (pairs, error) in [
+            (
+                vec![
+                    (SESSION_HEADER, s.as_str()),
+                    (REQUEST_HEADER, "4"),
+                    (REQUEST_HEADER, "5"),
+                ],
+                KeyError::DuplicateRequest,
+            ),
+            (
+                vec![
+                    (SESSION_HEADER, s.as_str()),
+                    (REQUEST_HEADER, "4"),
+                    (REQUEST_HEADER, "4"),
+                ],
+                KeyError::DuplicateRequest,
+            ),
+            (
+                vec![
+                    (SESSION_HEADER, s.as_str()),
+                    (SESSION_HEADER, t.as_str()),
+                    (REQUEST_HEADER, "1"),
+                ],
+                KeyError::DuplicateSession,
+            ),
+            (
+                vec![
+                    (SESSION_HEADER, s.as_str()),
+                    ("host", "example"),
+                    (SESSION_HEADER, "new"),
+                ],
+                KeyError::DuplicateSession,
+            ),
+            (
+                vec![(SESSION_HEADER, "new"), (SESSION_HEADER, "new")],
+                KeyError::DuplicateSession,
+            ),
+        ] {
+            assert_eq!(key_from_headers(&headers(&pairs)), Err(error), "{pairs:?}");
+        }
+    }
+
+    fn with_method(method: http::Method, pairs: &[(&'static str, &str)]) -> http::Request<()> {
+        let mut request = http::Request::new(());
+        *request.method_mut() = method;
+        *request.uri_mut() = "/health".parse().unwrap();
+        *request.headers_mut() = headers(pairs);
+        request
+    }
+
+    #[test]
+    fn a_session_is_ended_by_delete_only() {
+        let id = SessionId::new(9).unwrap();
+        let s = id.to_string();
+        let end = [(SESSION_HEADER, s.as_str()), (REQUEST_HEADER, "0")];
+        let key = |method| HeaderKey::new().key(&with_method(method, &end));
+        assert_eq!(key(http::Method::DELETE), Ok(Key::End { session: id }));
+        for method in [http::Method::GET, http::Method::POST, http::Method::PUT] {
+            assert_eq!(key(method), Err(KeyError::EndNeedsDelete));
+        }
+    }
+
+    #[test]
+    fn only_requests_with_no_key_header_at_all_are_let_through() {
+        let key = HeaderKey::new().letting_through(|_, uri| uri.path() == "/health");
+        let get = |pairs: &[(&'static str, &str)]| key.key(&with_method(http::Method::GET, pairs));
+        assert_eq!(get(&[]), Ok(Key::PassThrough));
+        assert_eq!(get(&[(REQUEST_HEADER, "1")]), Err(KeyError::MissingSession));
+        assert_eq!(get(&[(SESSION_HEADER, "12")]), Err(KeyError::BadSession));
+        assert_eq!(get(&[(SESSION_HEADER, "new")]), Ok(Key::Create));
+        let mut elsewhere = with_method(http::Method::GET, &[]);
+        *elsewhere.uri_mut() = "/count".parse().unwrap();
+        assert_eq!(key.key(&elsewhere), Err(KeyError::MissingSession));
+        let strict = HeaderKey::new();
         assert_eq!(
-            key_from_headers(&map),
-            Ok(Key::Call {
-                session: SessionId::new(5).unwrap(),
-                request: RequestNr::new(3).unwrap()
-            })
+            strict.key(&with_method(http::Method::GET, &[])),
+            Err(KeyError::MissingSession)
         );
     }
 

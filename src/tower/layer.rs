@@ -56,13 +56,14 @@ impl<St: Store + Clone + Send + Sync + 'static> ExactlyOnceLayer<HeaderKey, St> 
     pub fn with_table(store: St, config: TableConfig, budget: Arc<Budget>) -> Self {
         let weigher = store.clone();
         let table = SessionTable::new(config, budget).with_weigher(move |r| weigher.weigh(r));
-        ExactlyOnceLayer::new(HeaderKey, store, table)
+        ExactlyOnceLayer::new(HeaderKey::new(), store, table)
     }
 }
 
 impl ExactlyOnceLayer<HeaderKey, HttpStore> {
-    /// The HTTP layer: keys from headers, response bodies buffered up to `body_limit`
-    /// bytes, sessions within `config`, retained responses weighed against `budget`.
+    /// The HTTP layer: keys from headers, request and response bodies buffered up to
+    /// `body_limit` bytes, sessions within `config`, retained responses weighed against
+    /// `budget`.
     pub fn http(body_limit: usize, config: TableConfig, budget: Arc<Budget>) -> Self {
         ExactlyOnceLayer::with_table(HttpStore::new(body_limit), config, budget)
     }
@@ -123,7 +124,8 @@ impl<A: AnswerBody> fmt::Debug for HttpLayer<A> {
 }
 
 impl HttpLayer {
-    /// Response bodies buffered up to `body_limit` bytes, sessions within `config`,
+    /// Request and response bodies buffered up to `body_limit` bytes (see
+    /// [`with_request_limit`](Self::with_request_limit)), sessions within `config`,
     /// retained responses weighed against `budget`.
     pub fn new(body_limit: usize, config: TableConfig, budget: Arc<Budget>) -> Self {
         ExactlyOnceLayer::http(body_limit, config, budget).into()
@@ -136,7 +138,29 @@ impl<A: AnswerBody> HttpLayer<A> {
         self.layer.with_resend_timeout(timeout).into()
     }
 
-    /// The same layer (the same session table) answering with bodies of type `C`.
+    /// The same layer taking request bodies of at most `limit` bytes (default: the
+    /// response body limit); see [`HttpStore::with_request_limit`].
+    pub fn with_request_limit(self, limit: usize) -> Self {
+        let mut layer = self.layer;
+        layer.store = layer.store.with_request_limit(limit);
+        layer.into()
+    }
+
+    /// The same layer letting requests that carry neither key header through to the
+    /// inner service, unprotected, when `pass(method, uri)` says so (health checks,
+    /// CORS preflights); see [`HeaderKey::letting_through`]. Every other request still
+    /// needs its key.
+    pub fn letting_through(
+        self,
+        pass: impl Fn(&http::Method, &http::Uri) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        let mut layer = self.layer;
+        layer.key = layer.key.letting_through(pass);
+        layer.into()
+    }
+
+    /// The same layer (the same session table) answering with bodies of type `C`, and
+    /// handing requests to the inner service in them.
     pub fn answering<C: AnswerBody>(self) -> HttpLayer<C> {
         let ExactlyOnceLayer {
             key,

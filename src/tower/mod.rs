@@ -51,8 +51,12 @@
 //! # The protocol
 //!
 //! A request names its session and its number in two headers ([`SESSION_HEADER`],
-//! [`REQUEST_HEADER`]; other protocols give a [`KeyExtractor`]). Per session the layer
-//! triages each number with [`SessionState::triage`](crate::SessionState::triage):
+//! [`REQUEST_HEADER`], each at most once; other protocols give a [`KeyExtractor`]).
+//! The layer first takes the request whole ([`TakeWhole`]: for HTTP, the whole body up
+//! to the request limit, charged to the budget as it arrives): a body that fails before
+//! it is whole (a connection cut, an HTTP/2 stream reset) triages nothing and stores
+//! nothing, so the resend runs. Then, per session, it triages each number with
+//! [`SessionState::triage`](crate::SessionState::triage):
 //!
 //! - **Process**: the inner service runs, polled in the caller's task; if the caller
 //!   goes away first (its connection cut), the run finishes in a task of its own, so
@@ -62,7 +66,13 @@
 //!   copy's outcome asynchronously, however long it runs (there is no lease to run
 //!   out, and no polling), and answers the stored response.
 //! - **Stale**, **Busy**, an unknown session: typed [`Error`]s, which
-//!   [`HttpLayer`] answers with fitting status codes ([`Error::status`]).
+//!   [`HttpLayer`] answers with fitting status codes ([`Error::status`]) in RFC 9457
+//!   problem details ([`problems`] lists them).
+//!
+//! Number 0 with the method `DELETE` ends the session. A number that skips ahead runs
+//! (as in MUSCLE3) and its answer carries [`SKIPPED_HEADER`]. Requests with no key
+//! header at all are refused unless [`HttpLayer::letting_through`] lets them pass
+//! unprotected.
 //!
 //! # Getting a session id
 //!
@@ -89,10 +99,13 @@
 //! - The session has expired, was ended or never existed: [`Error::UnknownSession`]
 //!   (404). Whether an earlier copy of the request ran cannot be told then; it is not
 //!   run now.
-//! - The memory budget of the table cannot take another response being read (the
-//!   layer reserves [`Store::in_flight_bytes`] before the triage): [`Error::OverBudget`]
-//!   (503). The request was neither triaged nor run; [`Client`] sends it again later,
-//!   as it does after [`Error::Busy`], [`Error::ResendTimedOut`] and [`Error::TableFull`].
+//! - The memory budget of the table cannot take the request's body as it arrives, or
+//!   another response being read (the layer reserves [`Store::in_flight_bytes`] before
+//!   the triage): [`Error::OverBudget`] (503). The request was neither triaged nor run;
+//!   [`Client`] sends it again later, as it does after [`Error::Busy`],
+//!   [`Error::ResendTimedOut`], [`Error::TableFull`] and [`Error::IncompleteBody`].
+//! - The request's body is over the request limit: [`Error::RequestTooLarge`] (413),
+//!   before the triage; nothing is kept.
 //! - The caller goes away (its connection is cut) while its copy runs: the run goes
 //!   on to the end and its response is stored for the resend.
 //! - The layer runs on any executor while callers wait for their answers; finishing
@@ -107,20 +120,24 @@ mod future;
 mod headers;
 mod key;
 mod layer;
+pub mod problems;
 mod service;
 mod store;
+mod whole;
 
 pub use client::{Client, ClientConfig, ClientError, ClientFuture, ClientLayer};
 pub use error::Error;
+pub use error::PROBLEM_TYPES;
 pub use error_responses::HttpErrors;
 pub use future::{HttpResponseFuture, ResponseFuture};
 pub use headers::StoredHeaders;
 pub use key::{
-    key_from_headers, HeaderKey, Key, KeyError, KeyExtractor, SessionId, ERROR_HEADER,
-    REQUEST_HEADER, SESSION_HEADER,
+    key_from_headers, HeaderKey, Key, KeyError, KeyExtractor, LetThrough, SessionId, ERROR_HEADER,
+    REQUEST_HEADER, SESSION_HEADER, SKIPPED_HEADER,
 };
 pub use layer::{ExactlyOnceLayer, HttpLayer};
 pub use service::ExactlyOnce;
 pub use store::{
     AnswerBody, BoxError, CloneStore, HttpStore, Store, StoreError, StoreResponse, StoredResponse,
 };
+pub use whole::{RequestError, TakeWhole};

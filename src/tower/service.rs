@@ -2,8 +2,9 @@
 
 use super::error::Error;
 use super::future::ResponseFuture;
-use super::key::{Key, KeyError, KeyExtractor, SessionId};
+use super::key::{Key, KeyExtractor, SessionId};
 use super::store::{Store, StoreResponse};
+use super::whole::{RequestError, TakeWhole};
 use crate::answer::{after_wait, first_step, Refusal, Reply, Silence, Step};
 use crate::table::{Attached, Reservation, SessionTable, TableError};
 use crate::{RequestNr, WaitTimeoutError};
@@ -64,12 +65,12 @@ impl<S, K, St: Store> fmt::Debug for ExactlyOnce<S, K, St> {
 impl<S, K, St, Req> Service<Req> for ExactlyOnce<S, K, St>
 where
     Req: Send + 'static,
-    S: Service<Req> + Clone + Send + 'static,
+    S: Service<St::Whole> + Clone + Send + 'static,
     S::Future: Send,
     S::Response: Send,
     S::Error: Send + 'static,
     K: KeyExtractor<Req>,
-    St: StoreResponse<S::Response> + Clone + Send + Sync + 'static,
+    St: TakeWhole<Req> + StoreResponse<S::Response> + Clone + Send + Sync + 'static,
     St::Output: Send + 'static,
 {
     type Response = St::Output;
@@ -81,59 +82,123 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let run = match self.admit(self.key.key(&request)) {
-            Admitted::Run(run) => run,
-            Admitted::Answer(answer) => return ResponseFuture::ready(answer),
+        let started = match self.key.key(&request) {
+            Err(e) => return ResponseFuture::ready(Err(Error::Key(e))),
+            Ok(Key::Create) => return ResponseFuture::ready(self.create()),
+            Ok(Key::End { session }) => {
+                self.sessions.end(session.get());
+                return ResponseFuture::ready(Ok(self.store.session_ended()));
+            }
+            Ok(Key::Call { session, request }) => Started::Call(session, request),
+            Ok(Key::PassThrough) => Started::PassThrough,
         };
         // The ready service goes with this call; the clone waits for the next one.
         let ready = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, ready);
-        ResponseFuture::running(RunToEnd::new(run.once(inner, request)))
+        let whole = self.store.take_whole(request, self.sessions.budget());
+        let admission = Admission {
+            store: self.store.clone(),
+            sessions: self.sessions.clone(),
+            resend_timeout: self.resend_timeout,
+        };
+        // Nothing is triaged until the request is whole: a caller that goes away
+        // before, or a body that fails, leaves no trace, and the resend runs.
+        ResponseFuture::reading(Box::pin(async move {
+            let (whole, held) = whole.await.map_err(request_error)?;
+            admission.start(started, held, inner, whole)
+        }))
     }
 }
 
-/// What the layer does with a request, decided before anything is awaited.
-enum Admitted<St: Store, E> {
-    /// Answered at once: a session created or ended, or a refusal.
-    Answer(Result<St::Output, Error<E>>),
-    /// Triaged and then run, or answered from the store.
-    Run(Run<St>),
+impl<S, K, St: Store> ExactlyOnce<S, K, St> {
+    /// Creates a session, detached at once: unused, it expires within the table's
+    /// unused expiry.
+    fn create<E>(&self) -> Result<St::Output, Error<E>> {
+        let created = self.sessions.create().map_err(table_error)?;
+        let id = SessionId::new(created.id()).expect("the table never makes id 0");
+        Ok(self.store.session_created(id))
+    }
 }
 
-impl<S, K, St: Store + Clone> ExactlyOnce<S, K, St> {
-    /// Creates or ends the session, or reserves what a run needs and attaches to its
-    /// session.
-    fn admit<E>(&self, key: Result<Key, KeyError>) -> Admitted<St, E> {
-        let (session, m) = match key {
-            Err(e) => return Admitted::Answer(Err(Error::Key(e))),
-            Ok(Key::Create) => {
-                // Detached at once: unused, it expires within the table's unused expiry.
-                let created = self.sessions.create().map_err(table_error).map(|created| {
-                    let id = SessionId::new(created.id()).expect("the table never makes id 0");
-                    self.store.session_created(id)
-                });
-                return Admitted::Answer(created);
-            }
-            Ok(Key::End { session }) => {
-                self.sessions.end(session.get());
-                return Admitted::Answer(Ok(self.store.session_ended()));
-            }
-            Ok(Key::Call { session, request }) => (session, request),
-        };
-        let budget = self.sessions.budget();
-        let Some(reserved) = budget.try_reserve(self.store.in_flight_bytes()) else {
-            return Admitted::Answer(Err(Error::OverBudget));
-        };
-        match self.sessions.attach(session.get()) {
-            Err(e) => Admitted::Answer(Err(table_error(e))),
-            Ok(session) => Admitted::Run(Run {
-                _reserved: reserved,
-                session,
-                m,
-                store: self.store.clone(),
-                resend_timeout: self.resend_timeout,
-            }),
+/// What a request whose body is being read will start.
+enum Started {
+    /// Request `m` of the session: run once or answered from the store.
+    Call(SessionId, RequestNr),
+    /// The inner service, unprotected ([`Key::PassThrough`]).
+    PassThrough,
+}
+
+/// What starting a whole request needs of the layer.
+struct Admission<St: Store> {
+    store: St,
+    sessions: SessionTable<St::Stored>,
+    resend_timeout: Option<Duration>,
+}
+
+impl<St: Store + Send + Sync + 'static> Admission<St> {
+    /// Reserves what reading the response needs (beside `held`, the bytes of the whole
+    /// request) and attaches to the session: the run or the wait for `started`, not
+    /// yet polled; or the refusal.
+    fn start<S, Req, E>(
+        self,
+        started: Started,
+        mut held: Reservation,
+        inner: S,
+        request: Req,
+    ) -> Result<RunToEnd<St::Output, E>, Error<E>>
+    where
+        S: Service<Req, Error = E> + Send + 'static,
+        S::Future: Send,
+        S::Response: Send,
+        E: Send + 'static,
+        Req: Send + 'static,
+        St: StoreResponse<S::Response>,
+        St::Output: Send + 'static,
+    {
+        if !held.try_grow(self.store.in_flight_bytes()) {
+            return Err(Error::OverBudget);
         }
+        let (session, m) = match started {
+            Started::Call(session, m) => (session, m),
+            Started::PassThrough => {
+                return Ok(RunToEnd::new(pass_through(
+                    self.store, held, inner, request,
+                )))
+            }
+        };
+        let session = self.sessions.attach(session.get()).map_err(table_error)?;
+        let run = Run {
+            _reserved: held,
+            session,
+            m,
+            store: self.store,
+            resend_timeout: self.resend_timeout,
+        };
+        Ok(RunToEnd::new(run.once(inner, request)))
+    }
+}
+
+/// A request let through without a key: run as it is, its answer not kept.
+async fn pass_through<St, S, Req>(
+    store: St,
+    _reserved: Reservation,
+    mut inner: S,
+    request: Req,
+) -> Result<St::Output, Error<S::Error>>
+where
+    S: Service<Req>,
+    St: StoreResponse<S::Response>,
+{
+    let response = inner.call(request).await.map_err(Error::Inner)?;
+    let (_, answer) = store.store(response).await.map_err(Error::Store)?;
+    Ok(answer)
+}
+
+fn request_error<E>(e: RequestError) -> Error<E> {
+    match e {
+        RequestError::TooLarge { limit } => Error::RequestTooLarge { limit },
+        RequestError::OverBudget => Error::OverBudget,
+        RequestError::Incomplete(e) => Error::IncompleteBody(e),
     }
 }
 
@@ -147,7 +212,8 @@ fn table_error<E>(e: TableError) -> Error<E> {
 /// Request `m` of an attached session: it stays attached (never expired or evicted)
 /// until the run or the wait is over.
 struct Run<St: Store> {
-    /// The budget's bytes for reading the response, given back when the run ends.
+    /// The budget's bytes for the whole request and for reading the response, given
+    /// back when the run ends.
     _reserved: Reservation,
     session: Attached<St::Stored>,
     m: RequestNr,
@@ -167,13 +233,17 @@ impl<St: Store + Send + 'static> Run<St> {
             Step::AwaitResend => return self.replay(after_wait(self.settled().await)),
             Step::Reply(reply) => return self.replay(reply),
         };
-        let response = match inner.call(request).await {
+        let skipped = guard.skipped();
+        let mut response = match inner.call(request).await {
             Ok(response) => response,
             Err(e) => {
                 guard.abandon();
                 return Err(Error::Inner(e));
             }
         };
+        if skipped > 0 {
+            self.store.mark_skipped(&mut response, skipped);
+        }
         match self.store.store(response).await {
             Ok((stored, first)) => {
                 let stored = guard.complete(stored);

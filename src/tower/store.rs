@@ -3,7 +3,7 @@
 
 use super::body::{read_limited, ReadError};
 use super::headers::StoredHeaders;
-use super::key::{SessionId, ERROR_NAME, SESSION_NAME};
+use super::key::{SessionId, ERROR_NAME, SESSION_NAME, SKIPPED_NAME};
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, Version};
 use http_body::Body;
@@ -44,6 +44,14 @@ pub trait StoreResponse<R>: Store {
         &self,
         response: R,
     ) -> impl Future<Output = Result<(Self::Stored, Self::Output), StoreError>> + Send;
+
+    /// Marks the response to a call that skipped `skipped` numbers (the numbers between
+    /// the session's last request and this one, which run no more), before it is
+    /// stored: the gap runs, as in MUSCLE3, and the mark makes it seen, by the first
+    /// answer and every resend alike. By default nothing is marked.
+    fn mark_skipped(&self, response: &mut R, skipped: u64) {
+        let _ = (response, skipped);
+    }
 }
 
 /// Why a response could not be stored; its request is abandoned.
@@ -145,28 +153,48 @@ impl<A: From<Bytes> + Default + Send + 'static> AnswerBody for A {}
 /// type `A` (any body made from [`Bytes`]: [`Full`] unless [`answering`](Self::answering)
 /// says otherwise). A response whose body is longer abandons its request, and the
 /// caller gets [`StoreError::TooLarge`].
+///
+/// It also takes requests whole before they are triaged
+/// ([`TakeWhole`](super::TakeWhole)): their bodies are read in full, up to the request
+/// limit, and handed to the inner service in bodies of type `A`.
 pub struct HttpStore<A = Full<Bytes>> {
     body_limit: usize,
+    request_limit: usize,
     answers: PhantomData<fn() -> A>,
 }
 
 impl HttpStore {
-    /// A store for bodies of at most `body_limit` bytes.
+    /// A store for response bodies, and request bodies, of at most `body_limit` bytes.
     pub fn new(body_limit: usize) -> Self {
         HttpStore {
             body_limit,
+            request_limit: body_limit,
             answers: PhantomData,
         }
     }
 }
 
 impl<A> HttpStore<A> {
-    /// The same store answering with bodies of type `C`.
+    /// The same store answering with bodies of type `C`, and handing requests on in
+    /// them.
     pub fn answering<C>(self) -> HttpStore<C> {
         HttpStore {
             body_limit: self.body_limit,
+            request_limit: self.request_limit,
             answers: PhantomData,
         }
+    }
+
+    /// The same store taking request bodies of at most `limit` bytes; a longer one is
+    /// refused before it is triaged ([`Error::RequestTooLarge`](super::Error::RequestTooLarge), 413).
+    pub fn with_request_limit(mut self, limit: usize) -> Self {
+        self.request_limit = limit;
+        self
+    }
+
+    /// The most bytes of a request body it takes.
+    pub fn request_limit(&self) -> usize {
+        self.request_limit
     }
 }
 
@@ -182,6 +210,7 @@ impl<A> fmt::Debug for HttpStore<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpStore")
             .field("body_limit", &self.body_limit)
+            .field("request_limit", &self.request_limit)
             .finish()
     }
 }
@@ -202,7 +231,9 @@ where
         async move {
             let body = match read_limited(body, limit).await {
                 Ok(body) => body,
-                Err(ReadError::TooLarge) => return Err(StoreError::TooLarge { limit }),
+                Err(ReadError::TooLarge | ReadError::Refused) => {
+                    return Err(StoreError::TooLarge { limit })
+                }
                 Err(ReadError::Body(e)) => return Err(StoreError::Body(e)),
             };
             // The first answer is the response itself (the one copy of its headers is
@@ -216,6 +247,13 @@ where
             };
             Ok((stored, Response::from_parts(parts, A::from(body))))
         }
+    }
+
+    /// Adds the [`SKIPPED_HEADER`](super::SKIPPED_HEADER) header, the count in decimal.
+    fn mark_skipped(&self, response: &mut Response<B>, skipped: u64) {
+        response
+            .headers_mut()
+            .insert(SKIPPED_NAME, HeaderValue::from(skipped));
     }
 }
 

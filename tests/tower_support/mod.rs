@@ -5,7 +5,6 @@
 
 pub mod proxy;
 
-use axum::body::Body;
 use bytes::Bytes;
 use exactly_once::table::{Budget, TableConfig};
 use exactly_once::tower::{HttpLayer, ERROR_HEADER, REQUEST_HEADER, SESSION_HEADER};
@@ -33,7 +32,12 @@ pub struct Handler {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl Service<Request<Body>> for Handler {
+impl<B> Service<Request<B>> for Handler
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: std::fmt::Debug,
+{
     type Response = Response<Full<Bytes>>;
     type Error = std::io::Error;
     type Future = BoxFuture<Result<Self::Response, Self::Error>>;
@@ -42,7 +46,7 @@ impl Service<Request<Body>> for Handler {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
         let runs = Arc::clone(&self.runs);
         let number = |name: &str| {
             let value = request.headers().get(name);
@@ -113,6 +117,7 @@ pub struct Answer {
     pub status: StatusCode,
     pub code: Option<String>,
     pub session: Option<String>,
+    pub retry_after: Option<String>,
     pub body: String,
 }
 
@@ -154,12 +159,14 @@ where
     };
     let code = header(ERROR_HEADER);
     let session = header(SESSION_HEADER);
+    let retry_after = header(http::header::RETRY_AFTER.as_str());
     let status = response.status();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     Answer {
         status,
         code,
         session,
+        retry_after,
         body: String::from_utf8_lossy(&body).into_owned(),
     }
 }

@@ -1,6 +1,6 @@
 //! A TCP proxy on loopback that cuts connections at chosen or random points of the
-//! exchange: before or after it forwards a request's bytes, before or after it forwards
-//! a response's bytes.
+//! exchange: before or after it forwards a request's bytes, part-way through a request's
+//! body, before or after it forwards a response's bytes.
 
 #![allow(dead_code)]
 
@@ -22,13 +22,16 @@ pub enum Cut {
     BeforeResponse,
     /// Response bytes were forwarded to the client.
     AfterResponse,
+    /// A request's head and only part of its body were forwarded: the body is torn.
+    InRequestBody,
 }
 
-pub const EVERY_CUT: [Cut; 4] = [
+pub const EVERY_CUT: [Cut; 5] = [
     Cut::BeforeRequest,
     Cut::AfterRequest,
     Cut::BeforeResponse,
     Cut::AfterResponse,
+    Cut::InRequestBody,
 ];
 
 /// What the proxy cuts: the planned cut of each new connection in turn, then each point
@@ -37,7 +40,7 @@ pub const EVERY_CUT: [Cut; 4] = [
 pub struct Faults {
     plan: Mutex<VecDeque<Cut>>,
     rate: f64,
-    cuts: [AtomicU64; 4],
+    cuts: [AtomicU64; EVERY_CUT.len()],
     connections: AtomicU64,
 }
 
@@ -57,8 +60,8 @@ impl Faults {
     }
 
     /// Cuts made so far at each point, in [`EVERY_CUT`]'s order.
-    pub fn cuts(&self) -> [u64; 4] {
-        [0, 1, 2, 3].map(|i| self.cuts[i].load(Ordering::Relaxed))
+    pub fn cuts(&self) -> [u64; EVERY_CUT.len()] {
+        EVERY_CUT.map(|cut| self.cuts[cut as usize].load(Ordering::Relaxed))
     }
 
     pub fn total_cuts(&self) -> u64 {
@@ -114,9 +117,15 @@ async fn relay(client: TcpStream, server: TcpStream, faults: &Faults) {
     loop {
         let cut = tokio::select! {
             read = client_in.read(&mut up) => match read {
-                Ok(n) if n > 0 => {
-                    forward(&mut server_out, &up[..n], faults, planned, [Cut::BeforeRequest, Cut::AfterRequest]).await
-                }
+                Ok(n) if n > 0 => match torn_at(&up[..n]) {
+                    Some(torn) if faults.cut_at(planned, Cut::InRequestBody) => {
+                        let _ = server_out.write_all(&up[..torn]).await;
+                        true
+                    }
+                    _ => {
+                        forward(&mut server_out, &up[..n], faults, planned, [Cut::BeforeRequest, Cut::AfterRequest]).await
+                    }
+                },
                 _ => true,
             },
             read = server_in.read(&mut down) => match read {
@@ -130,6 +139,17 @@ async fn relay(client: TcpStream, server: TcpStream, faults: &Faults) {
             return;
         }
     }
+}
+
+/// Where to tear the request bytes `read` (one read from the client): at a random
+/// point of the body that follows a head in them, or of bytes that carry no head (the
+/// rest of a body); `None` when they end with a head and carry no body.
+fn torn_at(read: &[u8]) -> Option<usize> {
+    let body = match read.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(head) => head + 4,
+        None => 0,
+    };
+    (body < read.len()).then(|| body + fastrand::usize(..read.len() - body))
 }
 
 /// Writes `bytes` on unless cut before or after; true if the connection ends.

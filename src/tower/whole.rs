@@ -1,0 +1,124 @@
+//! Taking a request whole before it is triaged: a run starts only on a complete request.
+//!
+//! HTTP bodies arrive after their headers, and may never arrive whole (a connection cut
+//! mid-body, an HTTP/2 stream reset). Were the request triaged on its headers, the inner
+//! service would see the broken body, its rejection would be stored as the request's one
+//! run, and every resend, however whole, would get that rejection. So the layer reads
+//! the whole body first (charging the budget as its bytes arrive) and triages only then:
+//! a body that fails before it is whole triages nothing, stores nothing and abandons
+//! nothing, and the resend runs.
+
+use super::body::{read_charged, ReadError};
+use super::store::{AnswerBody, BoxError, CloneStore, HttpStore, Store};
+use crate::table::{Budget, Reservation};
+use http::Request;
+use http_body::Body;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+/// A [`Store`] that can take a request `Req` whole, as the inner service gets it.
+pub trait TakeWhole<Req>: Store {
+    /// The request as the inner service gets it.
+    type Whole: Send + 'static;
+
+    /// `request`, whole, and the bytes of `budget` it holds (given back when the run
+    /// ends). Nothing is triaged before this is done: an error here leaves no trace.
+    /// The future borrows nothing: it is polled after the call that made it.
+    fn take_whole(
+        &self,
+        request: Req,
+        budget: &Arc<Budget>,
+    ) -> impl Future<Output = Result<(Self::Whole, Reservation), RequestError>> + Send + 'static;
+}
+
+/// Why a request could not be taken whole; it was not triaged nor run.
+#[derive(Debug)]
+pub enum RequestError {
+    /// The body is over the limit, as announced or as counted.
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The budget cannot take the body's bytes as they arrive.
+    OverBudget,
+    /// The body failed, or ended short of its announced length, before it was whole.
+    Incomplete(BoxError),
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::TooLarge { limit } => {
+                write!(f, "the request body is over the {limit}-byte limit")
+            }
+            RequestError::OverBudget => f.write_str("the budget cannot take the request body"),
+            RequestError::Incomplete(e) => write!(f, "the request body is incomplete: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+/// Requests that are not HTTP are whole as they come.
+impl<R: Clone + Send + Sync + 'static, Req: Send + 'static> TakeWhole<Req> for CloneStore<R> {
+    type Whole = Req;
+
+    fn take_whole(
+        &self,
+        request: Req,
+        budget: &Arc<Budget>,
+    ) -> impl Future<Output = Result<(Req, Reservation), RequestError>> + Send + 'static {
+        std::future::ready(Ok((request, budget.reserve_anyway(0))))
+    }
+}
+
+/// An HTTP request is whole once its body has arrived in full, within the store's
+/// [request limit](HttpStore::with_request_limit); the inner service gets it with the
+/// body buffered, in the store's body type `A`.
+impl<B, A> TakeWhole<Request<B>> for HttpStore<A>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    A: AnswerBody,
+{
+    type Whole = Request<A>;
+
+    fn take_whole(
+        &self,
+        request: Request<B>,
+        budget: &Arc<Budget>,
+    ) -> impl Future<Output = Result<(Request<A>, Reservation), RequestError>> + Send + 'static
+    {
+        let limit = self.request_limit();
+        let (parts, body) = request.into_parts();
+        let announced = content_length(&parts.headers);
+        // Charged as the bytes arrive, never at the announced length: a body that
+        // trickles in holds no more of the budget than has come.
+        let mut held = budget.reserve_anyway(0);
+        async move {
+            if announced.is_some_and(|n| n > limit as u64) {
+                return Err(RequestError::TooLarge { limit });
+            }
+            let body = match read_charged(body, limit, |n| held.try_grow(n)).await {
+                Ok(body) => body,
+                Err(ReadError::TooLarge) => return Err(RequestError::TooLarge { limit }),
+                Err(ReadError::Refused) => return Err(RequestError::OverBudget),
+                Err(ReadError::Body(e)) => return Err(RequestError::Incomplete(e)),
+            };
+            // hyper checks the length itself; this also holds for a body that just ends.
+            if let Some(n) = announced.filter(|&n| n != body.len() as u64) {
+                let e = format!("{} of the announced {n} bytes arrived", body.len());
+                return Err(RequestError::Incomplete(e.into()));
+            }
+            Ok((Request::from_parts(parts, A::from(body)), held))
+        }
+    }
+}
+
+/// The body length a request announces, if it announces one that can be read.
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    let value = headers.get(http::header::CONTENT_LENGTH)?;
+    value.to_str().ok()?.parse().ok()
+}
