@@ -634,6 +634,37 @@ mod tests {
     }
 
     #[test]
+    fn answers_larger_than_the_socket_takes_at_once_arrive_whole_and_in_order() {
+        for (model, location, _) in each_model() {
+            let mut stream = raw(&location);
+            let mut sender = stream.try_clone().unwrap();
+            // More than the socket buffers of both directions hold (a few MiB each on
+            // loopback), sent together from another thread; this one starts reading
+            // late, so that an answer waits for room, and the server stops reading
+            // meanwhile.
+            let frames: Vec<Vec<u8>> = (0..24u8).map(|i| vec![i; MAX_FRAME as usize]).collect();
+            let sending = {
+                let frames = frames.clone();
+                thread::spawn(move || {
+                    for (nr, frame) in (1..).zip(&frames) {
+                        sender.write_all(&wire::encode_call(nr, frame)).unwrap();
+                    }
+                })
+            };
+            thread::sleep(Duration::from_millis(300));
+            for frame in &frames {
+                let answer = wire::read_frame(&mut stream, MAX_FRAME).unwrap();
+                assert!(
+                    answer == *frame,
+                    "{model:?}: answer {} out of order",
+                    frame[0]
+                );
+            }
+            sending.join().unwrap();
+        }
+    }
+
+    #[test]
     fn request_number_zero_closes_the_connection_without_an_answer() {
         for (model, location, floor) in each_model() {
             let mut stream = raw(&location);
