@@ -516,9 +516,15 @@ impl<T: Send + Sync> Attached<T> {
         // lock taken after this connection's detach released it.
         self.entry.used.store(true, Ordering::Relaxed);
         let weight = (self.table.weigher)(response);
-        // ORDERING: a tally; `Entry::drop` gives back whatever is there last.
-        let previous = self.entry.retained.swap(weight, Ordering::Relaxed);
+        // The new weight is counted before it can be swapped out: a simultaneous
+        // `retain` on this session gives back only weights already counted, so `used`
+        // never dips below what is held (it would wrap, and look like a budget
+        // exceeded by everything).
         self.entry.budget.retain(weight);
+        // ORDERING: AcqRel, pairs with itself in another `retain` on this session:
+        // the `retain(weight)` above happens before the `release` of whichever call
+        // swaps this weight out. `Entry::drop` gives back whatever is there last.
+        let previous = self.entry.retained.swap(weight, Ordering::AcqRel);
         self.entry.budget.release(previous);
         self.table.evict_while_over_budget();
     }
