@@ -1,15 +1,9 @@
 //! One memory budget for every byte a server holds: messages being read, responses
 //! being written, responses retained for resends.
 
-use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread;
-use std::time::{Duration, Instant};
-
-/// How often a thread waiting for room looks again.
-const WAIT_STEP: Duration = Duration::from_millis(1);
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// A byte budget shared by everything one server holds.
 ///
@@ -18,24 +12,14 @@ const WAIT_STEP: Duration = Duration::from_millis(1);
 /// that must not be refused (a response already produced, which the session keeps
 /// until its client moves on) are counted with [`retain`](Self::retain) even above the
 /// limit: dropping them would lose a response, so new requests wait instead.
+///
+/// There is no line: a request that fits is taken at once, whoever waits for more.
+/// Room for one that does not is made by the session table
+/// ([`SessionTable::admit`](super::SessionTable::admit)) and by the server in front of
+/// it, not by waiting in turn.
 pub struct Budget {
     limit: usize,
     used: AtomicUsize,
-    /// Tickets of the threads waiting in [`grow_in_turn`](Reservation::grow_in_turn), in
-    /// arrival order.
-    waiting: Mutex<VecDeque<u64>>,
-    next_ticket: AtomicU64,
-}
-
-/// What a thread waiting for room did to make some, or learnt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Room {
-    /// Bytes were given back: look again at once.
-    Freed,
-    /// Nothing to do now: look again shortly.
-    Wait,
-    /// The waiter no longer wants the bytes.
-    GiveUp,
 }
 
 /// Bytes taken from a [`Budget`], given back when dropped.
@@ -51,8 +35,6 @@ impl Budget {
         Arc::new(Budget {
             limit,
             used: AtomicUsize::new(0),
-            waiting: Mutex::new(VecDeque::new()),
-            next_ticket: AtomicU64::new(0),
         })
     }
 
@@ -103,29 +85,6 @@ impl Budget {
         // ORDERING: see `try_reserve`.
         self.used.fetch_sub(bytes, Ordering::Relaxed);
     }
-
-    fn lock_waiting(&self) -> MutexGuard<'_, VecDeque<u64>> {
-        // Every change under this lock is one push or removal: whole even if poisoned.
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// A place in the budget's waiting line, left when dropped.
-struct Turn<'a> {
-    budget: &'a Budget,
-    ticket: u64,
-}
-
-impl Turn<'_> {
-    fn is_first(&self) -> bool {
-        self.budget.lock_waiting().front() == Some(&self.ticket)
-    }
-}
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        self.budget.lock_waiting().retain(|&t| t != self.ticket);
-    }
 }
 
 impl fmt::Debug for Budget {
@@ -163,50 +122,6 @@ impl Reservation {
             self.budget.retain(bytes - self.bytes);
         }
         self.bytes = bytes;
-    }
-
-    /// Adds `more` bytes if they fit and nobody waits in
-    /// [`grow_in_turn`](Self::grow_in_turn)'s line; false (nothing taken) if not.
-    pub fn try_grow_unqueued(&mut self, more: usize) -> bool {
-        self.budget.lock_waiting().is_empty() && self.try_grow(more)
-    }
-
-    /// Adds `more` bytes once they fit, waiting until `deadline` in a line: only the
-    /// thread that has waited longest takes bytes, so a stream of newcomers cannot
-    /// starve an earlier waiter. Every waiter calls `room(first)` at each look, the
-    /// first in line to make room, the others to learn whether to give up. False
-    /// (nothing taken) at the deadline or when `room` gives up.
-    pub fn grow_in_turn(
-        &mut self,
-        more: usize,
-        deadline: Instant,
-        mut room: impl FnMut(bool) -> Room,
-    ) -> bool {
-        if self.try_grow_unqueued(more) {
-            return true;
-        }
-        let budget = Arc::clone(&self.budget);
-        // ORDERING: only uniqueness of the ticket matters; the line's order is the
-        // lock's.
-        let ticket = budget.next_ticket.fetch_add(1, Ordering::Relaxed);
-        budget.lock_waiting().push_back(ticket);
-        let turn = Turn {
-            budget: &budget,
-            ticket,
-        };
-        loop {
-            let first = turn.is_first();
-            if first && self.try_grow(more) {
-                return true;
-            }
-            let step = room(first);
-            match step {
-                Room::Freed => continue,
-                Room::GiveUp => return false,
-                Room::Wait if Instant::now() >= deadline => return false,
-                Room::Wait => thread::sleep(WAIT_STEP),
-            }
-        }
     }
 
     /// Takes over the bytes of `other`, a reservation from the same budget.
@@ -271,34 +186,6 @@ mod tests {
         drop(r);
         assert_eq!(budget.used(), 0);
         assert_eq!(Arc::strong_count(&budget), 1);
-    }
-
-    #[test]
-    fn waiters_take_room_in_arrival_order_and_give_up_at_their_deadline() {
-        let budget = Budget::new(10);
-        let held = budget.try_reserve(10).unwrap();
-        let soon = Instant::now() + Duration::from_millis(20);
-        let mut late = budget.try_reserve(0).unwrap();
-        assert!(!late.grow_in_turn(1, soon, |_| Room::Wait));
-        assert!(!late.grow_in_turn(1, soon + Duration::from_secs(5), |_| Room::GiveUp));
-        let order = Mutex::new(Vec::new());
-        thread::scope(|s| {
-            for (n, delay) in [(1, 0), (2, 5)] {
-                let (budget, order) = (&budget, &order);
-                s.spawn(move || {
-                    thread::sleep(Duration::from_millis(delay));
-                    let mut r = budget.try_reserve(0).unwrap();
-                    let deadline = Instant::now() + Duration::from_secs(5);
-                    assert!(r.grow_in_turn(6, deadline, |_| Room::Wait));
-                    order.lock().unwrap().push(n);
-                    thread::sleep(Duration::from_millis(10));
-                });
-            }
-            thread::sleep(Duration::from_millis(30));
-            drop(held);
-        });
-        assert_eq!(*order.lock().unwrap(), [1, 2]);
-        assert_eq!(budget.used(), 0);
     }
 
     #[test]

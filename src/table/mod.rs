@@ -25,6 +25,10 @@
 //!   never loses its response. A client whose session was expired or evicted is told its
 //!   session is unknown when it comes back: it gets an error, never a second
 //!   execution of a request.
+//! - A call that needs memory the budget does not have is admitted with
+//!   [`admit`](SessionTable::admit): sessions without a connection that hold a
+//!   retained response are evicted, longest detached first, until it fits; it is
+//!   refused only when none is left.
 //! - [`end`](SessionTable::end) removes a session at once, with its retained response.
 //!
 //! # Cost
@@ -33,11 +37,12 @@
 //! due, from queues kept in the order sessions lost their connection: O(1) amortised
 //! per handshake, never a scan of the table.
 
+mod admission;
 mod budget;
 mod ids;
 mod shard;
 
-pub use budget::{Budget, Reservation, Room};
+pub use budget::{Budget, Reservation};
 pub use ids::{owner_of, Fingerprint, OWNER_BITS, RANDOM_BITS};
 
 use crate::{RequestNr, SessionState};

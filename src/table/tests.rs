@@ -337,3 +337,36 @@ fn simultaneous_retains_on_one_session_never_take_used_below_zero() {
         assert!(table.attach(id).is_ok(), "a detached session was evicted");
     }
 }
+
+#[test]
+fn a_call_that_does_not_fit_evicts_detached_sessions_longest_detached_first_until_it_fits() {
+    let table = table(1000, LONG, LONG); // a 1 MiB budget
+    let oldest = completed_and_detached(&table, 300 << 10);
+    std::thread::sleep(Duration::from_millis(3));
+    let middle = completed_and_detached(&table, 300 << 10);
+    std::thread::sleep(Duration::from_millis(3));
+    let newest = completed_and_detached(&table, 300 << 10);
+    let connected = table.create().unwrap();
+    connected.retain(&vec![0; 100 << 10]);
+    let mut call = table.budget().try_reserve(0).unwrap();
+    assert!(table.admit(&mut call, 500 << 10, |_| true));
+    assert_eq!(call.bytes(), 500 << 10);
+    assert_eq!(table.attach(oldest).unwrap_err(), TableError::Unknown);
+    assert_eq!(table.attach(middle).unwrap_err(), TableError::Unknown);
+    assert!(table.attach(newest).is_ok(), "evicted more than needed");
+}
+
+#[test]
+fn a_call_is_refused_room_only_when_no_detached_session_holds_a_response() {
+    let table = table(1000, LONG, LONG);
+    let connected = table.create().unwrap();
+    let guard = connected.state().start(RequestNr::new(1).unwrap()).unwrap();
+    connected.retain(&guard.complete(vec![0; 900 << 10]));
+    let _never_used = table.create().unwrap().id();
+    let mut call = table.budget().try_reserve(0).unwrap();
+    assert!(!table.admit(&mut call, 200 << 10, |_| true));
+    assert_eq!(call.bytes(), 0, "nothing taken");
+    assert_eq!(table.len(), 2, "no session lost for nothing");
+    drop(connected);
+    assert!(table.admit(&mut call, 200 << 10, |_| true));
+}

@@ -7,10 +7,10 @@ use crate::transport::counters::Counters;
 use crate::transport::logs::CONNECTION_THREAD;
 use std::collections::HashMap;
 use std::net::{IpAddr, Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// `Live::idle_since_ms` while the connection is in a call.
 const BUSY: u64 = u64::MAX;
@@ -37,6 +37,8 @@ pub(super) struct Live {
     queued_since_ms: AtomicU64,
     /// True once its handshake has been answered.
     handshaken: AtomicBool,
+    /// Bytes of the budget held for a frame still arriving; 0 between frames.
+    partial_frame: AtomicUsize,
     /// The client's address, as `accept` gave it.
     peer: IpAddr,
 }
@@ -85,6 +87,31 @@ impl Live {
     pub(super) fn mark_handshaken(&self) {
         // ORDERING: see `mark_idle`.
         self.handshaken.store(true, Ordering::Relaxed);
+    }
+
+    /// True while the connection is in a call (its bytes have arrived).
+    pub(super) fn is_busy(&self) -> bool {
+        // ORDERING: see `mark_idle`.
+        self.idle_since_ms.load(Ordering::Acquire) == BUSY
+    }
+
+    /// The connection holds `bytes` of the budget for a frame still arriving (0: none
+    /// any more, and they have been given back).
+    pub(super) fn hold_partial_frame(&self, bytes: usize) {
+        // ORDERING: Release, pairs with the Acquire load in
+        // `wait_partial_frame_released`: bytes given back before 0 is stored are seen
+        // by the waiter's next reservation.
+        self.partial_frame.store(bytes, Ordering::Release);
+    }
+
+    /// Waits up to `at_most` for the connection's thread to give back what its frame
+    /// holds (it does once it sees its socket closed).
+    pub(super) fn wait_partial_frame_released(&self, at_most: Duration) {
+        let deadline = Instant::now() + at_most;
+        // ORDERING: see `hold_partial_frame`.
+        while self.partial_frame.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// The connection has left the line for memory.
@@ -289,6 +316,7 @@ impl Shared {
             writing: AtomicBool::new(false),
             queued_since_ms: AtomicU64::new(0),
             handshaken: AtomicBool::new(false),
+            partial_frame: AtomicUsize::new(0),
             peer,
         });
         // ORDERING: only uniqueness matters.
@@ -390,5 +418,39 @@ impl Shared {
                     .ok()
                     .map(|_| id)
             })
+    }
+}
+
+impl Shared {
+    /// Closes the connection, other than `asking`, that has made no progress on the
+    /// frame it is reading for the longest (at least `stalled_ms`), so that the bytes
+    /// its frame holds come back to the budget; `None` if there is none. Such a
+    /// connection is the first to lose its room when memory is short: its client
+    /// holds memory and sends nothing.
+    pub(super) fn cut_stalled_frame(&self, asking: &Live, stalled_ms: u64) -> Option<Arc<Live>> {
+        let now = self.now_ms();
+        let connections = self.lock_connections();
+        let mut stalled: Vec<(u64, &Arc<Live>)> = connections
+            .values()
+            .filter(|live| !std::ptr::eq(live.as_ref(), asking))
+            // ORDERING: see `Live::hold_partial_frame`; a first look, the
+            // compare-exchange below decides.
+            .filter(|live| live.partial_frame.load(Ordering::Acquire) > 0)
+            // ORDERING: see `Live::mark_idle`.
+            .map(|live| (live.idle_since_ms.load(Ordering::Acquire), live))
+            .filter(|&(since, _)| since < EVICTED && since.saturating_add(stalled_ms) <= now)
+            .collect();
+        stalled.sort_unstable_by_key(|&(since, _)| since);
+        let (_, cut) = stalled.into_iter().find(|(since, live)| {
+            // ORDERING: see `Live::mark_idle`.
+            live.idle_since_ms
+                .compare_exchange(*since, EVICTED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        })?;
+        let cut = Arc::clone(cut);
+        drop(connections);
+        let _ = cut.stream.shutdown(Shutdown::Both);
+        Counters::bump(&self.counters.frames_cut);
+        Some(cut)
     }
 }
