@@ -460,22 +460,27 @@ fn new_connections_announcing_64_mib_frames_do_not_lock_out_probes() {
 
 #[test]
 fn frames_stalled_near_their_end_give_way_to_calls_that_fit() {
-    // Each attacking connection sends all but 16 bytes of a 1 MiB frame and stalls:
-    // together they would hold several times the 8 MiB budget.
-    let row = "1 MiB frames stalled 16 B short";
+    // Twelve connections each send all but 16 bytes of a 1 MiB frame and stall:
+    // together they would hold three times the 8 MiB budget.
+    let row = "12 x 1 MiB frames stalled 16 B short";
     let figures = run(row, attack_config(), |target| {
-        keep_opening(target, 4, 20, |t| {
-            let mut raw = t.raw()?;
-            raw.try_handshake(0)?;
+        let mut held = Vec::new();
+        for _ in 0..12 {
+            let mut raw = target.raw().expect("connect");
+            raw.handshake(0);
             raw.send_u64(1);
             raw.send_u64(1 << 20);
             raw.send(&vec![0; (1 << 20) - 16]);
-            Some(raw)
-        });
+            held.push(raw);
+        }
+        while !target.stopped() {
+            thread::sleep(Duration::from_millis(10));
+        }
     });
     figures.assert_bystander_unharmed();
     figures.assert_calls_prompt();
     figures.assert_threads_return();
+    assert!(figures.server.counters().frames_cut > 0, "{figures:?}");
 }
 
 #[test]

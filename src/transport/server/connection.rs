@@ -359,7 +359,7 @@ impl Connection<'_> {
         length: u64,
         response: usize,
     ) -> Result<(Vec<u8>, Reservation), Close> {
-        let deadline = self.config().message_deadline(length);
+        let mut deadline = self.config().message_deadline(length);
         let mut frame = Vec::new();
         let mut partial = PartialFrame::new(self.live, &self.shared.budget);
         loop {
@@ -367,7 +367,8 @@ impl Connection<'_> {
             let step = (length - read).min(FRAME_STEP) as usize;
             let last = read + step as u64 == length;
             let bytes = step + if last { response } else { 0 };
-            self.charge(partial.charge(), bytes)?;
+            // Time spent waiting on the server for room is not the client's.
+            deadline += self.charge(partial.charge(), bytes)?;
             self.live.hold_partial_frame(partial.charge().bytes());
             if self.reader.buffer().len() < step {
                 // Waiting on its client from here: its progress is dated by this step.
@@ -394,14 +395,16 @@ impl Connection<'_> {
     /// response are evicted, longest detached first ([`SessionTable::admit`]). Only
     /// when neither is left does it wait, up to the resend timeout, and then close the
     /// connection: nothing of the call has been run, and its client sends it again.
+    /// Returns how long it waited.
     ///
     /// [`SessionTable::admit`]: crate::table::SessionTable::admit
-    fn charge(&self, charge: &mut Reservation, bytes: usize) -> Result<(), Close> {
+    fn charge(&self, charge: &mut Reservation, bytes: usize) -> Result<Duration, Close> {
         if charge.try_grow(bytes) {
-            return Ok(());
+            return Ok(Duration::ZERO);
         }
         let shared = self.shared;
-        let deadline = Instant::now() + self.config().resend_timeout;
+        let asked = Instant::now();
+        let deadline = asked + self.config().resend_timeout;
         let stalled_ms = FRAME_STEP * 1000 / self.config().min_transfer_rate.max(1);
         // A call that arrived whole waits on the server: the listener closes it to
         // make room for a connection only as a last resort. One still arriving is
@@ -431,7 +434,7 @@ impl Connection<'_> {
             self.live.mark_unqueued();
         }
         if granted {
-            return Ok(());
+            return Ok(asked.elapsed());
         }
         let (held, limit) = (shared.budget.used(), shared.budget.limit());
         let detail = format!("{bytes} bytes with {held} of {limit} held");

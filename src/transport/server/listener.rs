@@ -32,8 +32,9 @@ pub(super) struct Live {
     /// True while the connection waits for its client to take a response (rather than
     /// to send something).
     writing: AtomicBool,
-    /// Milliseconds since the server's epoch at which the connection joined the line
-    /// for memory (it is `BUSY` meanwhile); 0 while it is not in it.
+    /// Milliseconds since the server's epoch at which the connection, its call arrived
+    /// whole, began to wait for room in the memory budget (it is `BUSY` meanwhile, and
+    /// holds nothing of the budget); 0 while it does not wait.
     queued_since_ms: AtomicU64,
     /// True once its handshake has been answered.
     handshaken: AtomicBool,
@@ -74,8 +75,8 @@ impl Live {
         self.idle_since_ms.load(Ordering::Acquire) == EVICTED
     }
 
-    /// The connection waits in line for memory from now, unless the listener has
-    /// chosen it to make room (false). Only the newest in line is closed to make room,
+    /// The connection waits for memory from now, unless the listener has chosen it to
+    /// make room (false). Only the newest such waiter is closed to make room,
     /// and only when no connection waits on its client.
     pub(super) fn mark_queued(&self, now_ms: u64) -> bool {
         // ORDERING: see `mark_idle`; the listener reads it only after seeing `BUSY`.
@@ -114,7 +115,7 @@ impl Live {
         }
     }
 
-    /// The connection has left the line for memory.
+    /// The connection no longer waits for memory.
     pub(super) fn mark_unqueued(&self) {
         // ORDERING: see `mark_queued`.
         self.queued_since_ms.store(0, Ordering::Relaxed);
@@ -344,7 +345,7 @@ impl Shared {
     /// waiting to read whose client has sent bytes its thread has not read yet is
     /// making progress (its thread is about to run), and is spared, unless no other is
     /// left and its handshake has not been answered yet. If none of those is left, the
-    /// connection that joined the line for memory last goes: it has waited least and
+    /// connection that began to wait for memory last goes: it has waited least and
     /// holds nothing.
     ///
     /// Connections from the address that holds the most are looked at first: a client
@@ -384,7 +385,7 @@ impl Shared {
         let candidates = candidates
             .into_iter()
             .map(|(_, since, id, live)| (since, id, live));
-        let newest_in_line = || {
+        let newest_waiting = || {
             let mut queued: Vec<(u64, u64, &Arc<Live>)> = all
                 .iter()
                 // ORDERING: see `Live::mark_queued`.
@@ -410,7 +411,7 @@ impl Shared {
         };
         candidates
             .chain(unanswered())
-            .chain(newest_in_line())
+            .chain(newest_waiting())
             .find_map(|(since, id, live)| {
                 // ORDERING: see `Live::mark_idle`.
                 live.idle_since_ms
@@ -426,7 +427,10 @@ impl Shared {
     /// frame it is reading for the longest (at least `stalled_ms`), so that the bytes
     /// its frame holds come back to the budget; `None` if there is none. Such a
     /// connection is the first to lose its room when memory is short: its client
-    /// holds memory and sends nothing.
+    /// holds memory and sends nothing. One whose client has sent more than its thread
+    /// has read (it waits for room itself) goes only after every one whose client sends
+    /// nothing: it may be closed too, or connections holding parts of frames could wait
+    /// for each other's room until their deadlines.
     pub(super) fn cut_stalled_frame(&self, asking: &Live, stalled_ms: u64) -> Option<Arc<Live>> {
         let now = self.now_ms();
         let connections = self.lock_connections();
@@ -440,7 +444,7 @@ impl Shared {
             .map(|live| (live.idle_since_ms.load(Ordering::Acquire), live))
             .filter(|&(since, _)| since < EVICTED && since.saturating_add(stalled_ms) <= now)
             .collect();
-        stalled.sort_unstable_by_key(|&(since, _)| since);
+        stalled.sort_by_cached_key(|&(since, live)| (unread_bytes(&live.stream) > 0, since));
         let (_, cut) = stalled.into_iter().find(|(since, live)| {
             // ORDERING: see `Live::mark_idle`.
             live.idle_since_ms
