@@ -121,7 +121,7 @@ pub struct Figures {
     pub rss_before_kib: u64,
     pub peak_rss_kib: u64,
     pub peak_threads: u64,
-    /// The process's threads before the server's first connection, and once the
+    /// The server's connection threads before its first connection, and once the
     /// attack and the bystander have ended (see [`Figures::assert_threads_return`]).
     pub threads_before: u64,
     pub threads_after: u64,
@@ -156,8 +156,8 @@ impl Figures {
         assert!(self.slowest_call < PROBE_TIMEOUT, "{self:?}");
     }
 
-    /// The process is back to the threads it had before the attack: every connection
-    /// thread the attack made the server start has ended.
+    /// The server is back to the threads it had before the attack: every connection
+    /// thread the attack made it start has ended.
     pub fn assert_threads_return(&self) {
         assert!(self.threads_after <= self.threads_before, "{self:?}");
     }
@@ -213,7 +213,8 @@ pub fn run(
         config: config.clone(),
         stop: Arc::new(AtomicBool::new(false)),
     };
-    let (rss_before_kib, threads_before) = process_status();
+    let (rss_before_kib, _) = process_status();
+    let threads_before = connection_threads();
     let watch = Watch::start(&server);
     let caller = Caller::start(&target.location);
     let prober = Prober::start(target.addr);
@@ -265,11 +266,12 @@ pub fn run(
     }
 }
 
-/// The process's threads once they are down to `before` or, failing that, after 3 s.
+/// The server's connection threads once they are down to `before` or, failing that,
+/// after 3 s.
 fn threads_settled(before: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let (_, threads) = process_status();
+        let threads = connection_threads();
         if threads <= before || Instant::now() >= deadline {
             return threads;
         }
@@ -453,6 +455,17 @@ impl Watch {
         let get = |i: usize| self.peaks[i].load(Ordering::SeqCst);
         (get(0), get(1) as u64, get(2) as u64)
     }
+}
+
+/// Threads of this process named as the server names its connection threads (other
+/// tests of the file run beside an attack, but start no server while it runs).
+fn connection_threads() -> u64 {
+    let tasks = std::fs::read_dir("/proc/self/task").expect("Linux's /proc");
+    let named = |task: &std::fs::DirEntry| {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        comm.trim_end() == "mcp-connection"
+    };
+    tasks.flatten().filter(named).count() as u64
 }
 
 /// (VmRSS in KiB, threads) of this process.

@@ -405,6 +405,7 @@ impl Connection<'_> {
         let shared = self.shared;
         let asked = Instant::now();
         let deadline = asked + self.config().resend_timeout;
+        let target = charge.bytes() + bytes;
         let stalled_ms = FRAME_STEP * 1000 / self.config().min_transfer_rate.max(1);
         // A call that arrived whole waits on the server: the listener closes it to
         // make room for a connection only as a last resort. One still arriving is
@@ -416,19 +417,21 @@ impl Connection<'_> {
                 break false;
             }
             if let Some(cut) = shared.cut_stalled_frame(self.live, stalled_ms) {
-                cut.wait_partial_frame_released(CUT_RELEASE);
-                if charge.try_grow(bytes) {
+                if let Some(freed) = cut.take_handed_over(CUT_RELEASE) {
+                    charge.absorb(freed);
+                }
+                if charge.bytes() >= target || charge.try_grow(target - charge.bytes()) {
+                    charge.resize(target);
                     break true;
                 }
-                continue;
-            }
-            if shared.table.admit(charge, bytes, holds) {
+            } else if shared.table.admit(charge, target - charge.bytes(), holds) {
                 break true;
+            } else {
+                thread::sleep(WAIT_STEP);
             }
             if Instant::now() >= deadline {
                 break false;
             }
-            thread::sleep(WAIT_STEP);
         };
         if whole {
             self.live.mark_unqueued();
@@ -552,7 +555,11 @@ impl<'a> PartialFrame<'a> {
 
 impl Drop for PartialFrame<'_> {
     fn drop(&mut self) {
-        drop(self.charge.take());
+        if let Some(charge) = self.charge.take() {
+            // Kept for the call that closed this connection to make room, if one did;
+            // given back otherwise.
+            self.live.hand_over(charge);
+        }
         self.live.hold_partial_frame(0);
     }
 }

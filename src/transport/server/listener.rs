@@ -3,12 +3,13 @@
 
 use super::connection;
 use super::Shared;
+use crate::table::Reservation;
 use crate::transport::counters::Counters;
 use crate::transport::logs::CONNECTION_THREAD;
 use std::collections::HashMap;
 use std::net::{IpAddr, Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,10 @@ pub(super) struct Live {
     handshaken: AtomicBool,
     /// Bytes of the budget held for a frame still arriving; 0 between frames.
     partial_frame: AtomicUsize,
+    /// Set when the connection was closed to make room for another's call: its thread
+    /// then leaves what its frame held in `handed_over`, for that call to take.
+    cut_for_room: AtomicBool,
+    handed_over: Mutex<Option<Reservation>>,
     /// The client's address, as `accept` gave it.
     peer: IpAddr,
 }
@@ -105,14 +110,31 @@ impl Live {
         self.partial_frame.store(bytes, Ordering::Release);
     }
 
-    /// Waits up to `at_most` for the connection's thread to give back what its frame
-    /// holds (it does once it sees its socket closed).
-    pub(super) fn wait_partial_frame_released(&self, at_most: Duration) {
+    /// What the connection's frame held, if it was closed to make room for another's
+    /// call: the bytes go to that call, not to whichever call asks first (a stream of
+    /// small steps would otherwise take them from a call that needs more at once).
+    pub(super) fn hand_over(&self, charge: Reservation) {
+        // ORDERING: see `cut_stalled_frame`, which stores it before closing the socket
+        // this thread has seen closed.
+        if self.cut_for_room.load(Ordering::Acquire) {
+            *self.lock_handed_over() = Some(charge);
+        }
+    }
+
+    /// Waits up to `at_most` for the connection's thread to hand over what its frame
+    /// held (it does once it sees its socket closed); `None` if it did not in time.
+    pub(super) fn take_handed_over(&self, at_most: Duration) -> Option<Reservation> {
         let deadline = Instant::now() + at_most;
         // ORDERING: see `hold_partial_frame`.
         while self.partial_frame.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(1));
         }
+        self.lock_handed_over().take()
+    }
+
+    fn lock_handed_over(&self) -> std::sync::MutexGuard<'_, Option<Reservation>> {
+        // One assignment or take under the lock: whole even if poisoned.
+        self.handed_over.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The connection no longer waits for memory.
@@ -318,6 +340,8 @@ impl Shared {
             queued_since_ms: AtomicU64::new(0),
             handshaken: AtomicBool::new(false),
             partial_frame: AtomicUsize::new(0),
+            cut_for_room: AtomicBool::new(false),
+            handed_over: Mutex::new(None),
             peer,
         });
         // ORDERING: only uniqueness matters.
@@ -453,6 +477,9 @@ impl Shared {
         })?;
         let cut = Arc::clone(cut);
         drop(connections);
+        // ORDERING: Release, pairs with the Acquire in `Live::hand_over`, which its
+        // thread runs after it sees the socket closed below.
+        cut.cut_for_room.store(true, Ordering::Release);
         let _ = cut.stream.shutdown(Shutdown::Both);
         Counters::bump(&self.counters.frames_cut);
         Some(cut)
