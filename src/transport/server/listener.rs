@@ -104,9 +104,9 @@ impl Live {
     /// The connection holds `bytes` of the budget for a frame still arriving (0: none
     /// any more, and they have been given back).
     pub(super) fn hold_partial_frame(&self, bytes: usize) {
-        // ORDERING: Release, pairs with the Acquire load in
-        // `wait_partial_frame_released`: bytes given back before 0 is stored are seen
-        // by the waiter's next reservation.
+        // ORDERING: Release, pairs with the Acquire load in `take_handed_over`: what
+        // was handed over (or given back) before 0 is stored is seen by the call that
+        // waits for it.
         self.partial_frame.store(bytes, Ordering::Release);
     }
 
@@ -115,7 +115,9 @@ impl Live {
     /// small steps would otherwise take them from a call that needs more at once).
     pub(super) fn hand_over(&self, charge: Reservation) {
         // ORDERING: see `cut_stalled_frame`, which stores it before closing the socket
-        // this thread has seen closed.
+        // this thread has seen closed. A thread that ends its frame before the store
+        // gives its bytes back instead: the call that closed it then finds nothing
+        // handed over and takes them from the budget.
         if self.cut_for_room.load(Ordering::Acquire) {
             *self.lock_handed_over() = Some(charge);
         }
