@@ -4,8 +4,10 @@
 //! they fit; if they do not, sessions without a connection that hold a retained
 //! response are evicted, the one that lost its connection longest ago first (however
 //! recently: a call needs the memory now), until the bytes fit. Only when none is left
-//! is the call told there is no room. There is no line: a call that fits never waits
-//! behind one that does not.
+//! is the call told there is no room. The caller decides who waits for room in which
+//! order: [`Budget::wait_for`](super::Budget::wait_for) and
+//! [`Reservation::try_grow_fair`](super::Reservation::try_grow_fair) serve waiters first
+//! fit in arrival order, so a call that fits never waits behind one that does not.
 //!
 //! A session with a connection never loses its response to make room, and nothing a
 //! call holds while it waits is taken from it here; what a server does beyond this (the

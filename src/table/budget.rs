@@ -2,8 +2,8 @@
 //! being written, responses retained for resends.
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A byte budget shared by everything one server holds.
 ///
@@ -13,13 +13,27 @@ use std::sync::Arc;
 /// until its client moves on) are counted with [`retain`](Self::retain) even above the
 /// limit: dropping them would lose a response, so new requests wait instead.
 ///
-/// There is no line: a request that fits is taken at once, whoever waits for more.
-/// Room for one that does not is made by the session table
-/// ([`SessionTable::admit`](super::SessionTable::admit)) and by the server in front of
-/// it, not by waiting in turn.
+/// Calls that wait for room are served first fit in arrival order
+/// ([`wait_for`](Self::wait_for), [`Reservation::try_grow_fair`]): room goes to the
+/// longest-waiting call it fits, so a call that fits goes ahead of one that does not,
+/// and calls of one size are served in turn. Room for one that does not fit is made by
+/// the session table ([`SessionTable::admit`](super::SessionTable::admit)) and by the
+/// server in front of it.
 pub struct Budget {
     limit: usize,
     used: AtomicUsize,
+    /// The calls waiting for room, in arrival order: (ticket, bytes wanted).
+    waiting: Mutex<Vec<(u64, usize)>>,
+    /// How many wait: 0 lets a call that fits skip the lock.
+    waiters: AtomicUsize,
+    next_ticket: AtomicU64,
+}
+
+/// A call's place among those waiting for room in a [`Budget`]; left when dropped.
+#[must_use = "the place is left when this is dropped"]
+pub struct Waiting {
+    budget: Arc<Budget>,
+    ticket: u64,
 }
 
 /// Bytes taken from a [`Budget`], given back when dropped.
@@ -35,6 +49,9 @@ impl Budget {
         Arc::new(Budget {
             limit,
             used: AtomicUsize::new(0),
+            waiting: Mutex::new(Vec::new()),
+            waiters: AtomicUsize::new(0),
+            next_ticket: AtomicU64::new(0),
         })
     }
 
@@ -85,6 +102,65 @@ impl Budget {
         // ORDERING: see `try_reserve`.
         self.used.fetch_sub(bytes, Ordering::Relaxed);
     }
+
+    /// Joins the calls waiting for room, wanting `bytes` more: see
+    /// [`Reservation::try_grow_fair`].
+    pub fn wait_for(self: &Arc<Self>, bytes: usize) -> Waiting {
+        // ORDERING: only uniqueness of the ticket matters; the order is the lock's.
+        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        let mut waiting = self.lock_waiting();
+        waiting.push((ticket, bytes));
+        // ORDERING: changed under the lock; a reader that misses it takes bytes that
+        // fit as a waiter that had not yet arrived.
+        self.waiters.store(waiting.len(), Ordering::Relaxed);
+        Waiting {
+            budget: Arc::clone(self),
+            ticket,
+        }
+    }
+
+    /// True if a call that waits (longer than `ticket`, if given) wants no more than
+    /// what is free now: it has the room first.
+    fn earlier_waiter_fits(&self, ticket: Option<u64>) -> bool {
+        // ORDERING: see `wait_for`.
+        if self.waiters.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let free = self.limit.saturating_sub(self.used());
+        self.lock_waiting()
+            .iter()
+            .take_while(|&&(t, _)| ticket.map_or(true, |mine| t < mine))
+            .any(|&(_, bytes)| bytes <= free)
+    }
+
+    fn lock_waiting(&self) -> MutexGuard<'_, Vec<(u64, usize)>> {
+        // One push or removal under the lock: whole even if poisoned.
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Waiting {
+    /// True if no call has waited longer.
+    pub fn is_first(&self) -> bool {
+        self.budget.lock_waiting().first().map(|&(t, _)| t) == Some(self.ticket)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let mut waiting = self.budget.lock_waiting();
+        waiting.retain(|&(t, _)| t != self.ticket);
+        // ORDERING: see `Budget::wait_for`.
+        self.budget.waiters.store(waiting.len(), Ordering::Relaxed);
+    }
+}
+
+impl fmt::Debug for Waiting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Waiting")
+            .field("ticket", &self.ticket)
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for Budget {
@@ -111,6 +187,13 @@ impl Reservation {
             }
             None => false,
         }
+    }
+
+    /// Adds `more` bytes if they fit and no call that has waited longer than `turn`
+    /// (any that waits, if `turn` is `None`) would fit in the room free now: first fit
+    /// in arrival order. False (nothing taken) if not.
+    pub fn try_grow_fair(&mut self, more: usize, turn: Option<&Waiting>) -> bool {
+        !self.budget.earlier_waiter_fits(turn.map(|w| w.ticket)) && self.try_grow(more)
     }
 
     /// Makes this reservation exactly `bytes`: gives back what is above, or counts what
@@ -186,6 +269,31 @@ mod tests {
         drop(r);
         assert_eq!(budget.used(), 0);
         assert_eq!(Arc::strong_count(&budget), 1);
+    }
+
+    #[test]
+    fn room_goes_first_fit_in_arrival_order() {
+        let budget = Budget::new(100);
+        let held = budget.try_reserve(90).unwrap();
+        let (mut large, mut small, mut late) = (
+            budget.try_reserve(0).unwrap(),
+            budget.try_reserve(0).unwrap(),
+            budget.try_reserve(0).unwrap(),
+        );
+        let large_turn = budget.wait_for(50);
+        let small_turn = budget.wait_for(10);
+        // 10 free: the large call does not fit, so the small one goes ahead of it.
+        assert!(!large.try_grow_fair(50, Some(&large_turn)));
+        assert!(small.try_grow_fair(10, Some(&small_turn)));
+        drop((small, small_turn, held));
+        // 90 free: a newcomer that fits waits while the large call, which waited
+        // longer, fits too.
+        assert!(!late.try_grow_fair(10, None));
+        assert!(large_turn.is_first());
+        assert!(large.try_grow_fair(50, Some(&large_turn)));
+        drop(large_turn);
+        assert!(late.try_grow_fair(10, None));
+        assert_eq!(budget.used(), 60);
     }
 
     #[test]

@@ -42,7 +42,7 @@ mod budget;
 mod ids;
 mod shard;
 
-pub use budget::{Budget, Reservation};
+pub use budget::{Budget, Reservation, Waiting};
 pub use ids::{owner_of, Fingerprint, OWNER_BITS, RANDOM_BITS};
 
 use crate::{RequestNr, SessionState};

@@ -10,11 +10,13 @@
 //! Every byte a connection makes the server hold is counted in the memory budget when
 //! it is held: a frame's bytes a step at a time as they arrive (never its announced
 //! length), and, for a new request, room for its response with the frame's last step.
-//! Bytes that do not fit are made room for, not queued for: a connection stalled in
-//! the middle of a frame is closed first, then sessions without a connection that hold
-//! a response are evicted, longest detached first. Only when neither is left does a
-//! call wait, up to the resend timeout, and then its connection is closed: nothing of
-//! the call has been run, and its client sends it again later.
+//! Calls that wait for room are served first fit in arrival order: a call that fits
+//! never waits behind one that does not. The call that has waited longest makes room:
+//! a connection stalled in the middle of a frame is closed first, then sessions without
+//! a connection that hold a response are evicted, longest detached first. Only when
+//! neither is left does a call wait on, up to the resend timeout, and then its
+//! connection is closed: nothing of the call has been run, and its client sends it
+//! again later.
 
 use super::listener::Live;
 use super::response::Response;
@@ -387,52 +389,46 @@ impl Connection<'_> {
         }
     }
 
-    /// Adds `bytes` to `charge`, making room if they do not fit, rather than waiting in
-    /// any line (a call that fits never waits behind one that does not): first a
-    /// connection stalled in the middle of a frame (no progress for a step's time at
-    /// the minimum transfer rate; the longest stalled first) is closed, which gives
-    /// back what its frame holds; then sessions without a connection that hold a
-    /// response are evicted, longest detached first ([`SessionTable::admit`]). Only
-    /// when neither is left does it wait, up to the resend timeout, and then close the
-    /// connection: nothing of the call has been run, and its client sends it again.
+    /// Adds `bytes` to `charge` once they fit, first fit in arrival order among the
+    /// calls that wait (a call that fits goes ahead of one that does not; calls that
+    /// both fit are served in turn). The call that has waited longest makes room:
+    /// first it closes a connection stalled in the middle of a frame (no progress for
+    /// a step's time at the minimum transfer rate; the longest stalled first, whose
+    /// bytes are handed to it), then it evicts sessions without a connection that hold
+    /// a response, longest detached first ([`SessionTable::admit`]). When neither is
+    /// left the call waits, up to the resend timeout, and then its connection is
+    /// closed: nothing of the call has been run, and its client sends it again.
     /// Returns how long it waited.
     ///
     /// [`SessionTable::admit`]: crate::table::SessionTable::admit
     fn charge(&self, charge: &mut Reservation, bytes: usize) -> Result<Duration, Close> {
-        if charge.try_grow(bytes) {
+        if charge.try_grow_fair(bytes, None) {
             return Ok(Duration::ZERO);
         }
         let shared = self.shared;
         let asked = Instant::now();
         let deadline = asked + self.config().resend_timeout;
         let target = charge.bytes() + bytes;
-        let stalled_ms = FRAME_STEP * 1000 / self.config().min_transfer_rate.max(1);
+        let turn = shared.budget.wait_for(bytes);
         // A call that arrived whole waits on the server: the listener closes it to
         // make room for a connection only as a last resort. One still arriving is
         // dated by its last progress, and may be closed as stalled.
         let whole = self.live.is_busy() && self.live.mark_queued(shared.now_ms());
-        let holds = |response: &Response| response.charged() > 0;
         let granted = loop {
             if self.live.is_evicted() || self.live.peer_is_gone() {
                 break false;
             }
-            if let Some(cut) = shared.cut_stalled_frame(self.live, stalled_ms) {
-                if let Some(freed) = cut.take_handed_over(CUT_RELEASE) {
-                    charge.absorb(freed);
-                }
-                if charge.bytes() >= target || charge.try_grow(target - charge.bytes()) {
-                    charge.resize(target);
-                    break true;
-                }
-            } else if shared.table.admit(charge, target - charge.bytes(), holds) {
+            if charge.try_grow_fair(target - charge.bytes(), Some(&turn))
+                || (turn.is_first() && self.make_room(charge, target))
+            {
                 break true;
-            } else {
-                thread::sleep(WAIT_STEP);
             }
             if Instant::now() >= deadline {
                 break false;
             }
+            thread::sleep(WAIT_STEP);
         };
+        drop(turn);
         if whole {
             self.live.mark_unqueued();
         }
@@ -442,6 +438,25 @@ impl Connection<'_> {
         let (held, limit) = (shared.budget.used(), shared.budget.limit());
         let detail = format!("{bytes} bytes with {held} of {limit} held");
         Err(Close::new(CloseReason::OverBudget, detail))
+    }
+
+    /// Makes room for `charge` to hold `target` bytes, for the call that has waited
+    /// longest (see [`charge`](Self::charge)); true once it holds them.
+    fn make_room(&self, charge: &mut Reservation, target: usize) -> bool {
+        let shared = self.shared;
+        let stalled_ms = FRAME_STEP * 1000 / self.config().min_transfer_rate.max(1);
+        if let Some(cut) = shared.cut_stalled_frame(self.live, stalled_ms) {
+            if let Some(freed) = cut.take_handed_over(CUT_RELEASE) {
+                charge.absorb(freed);
+            }
+            if charge.bytes() >= target || charge.try_grow(target - charge.bytes()) {
+                charge.resize(target);
+                return true;
+            }
+            return false;
+        }
+        let holds = |response: &Response| response.charged() > 0;
+        shared.table.admit(charge, target - charge.bytes(), holds)
     }
 
     fn answer(&self, session: &Attached<Response>, call: Call) -> Result<(), Close> {

@@ -71,12 +71,13 @@ pub struct ServerConfig {
     /// counted when they are held: a frame's 64 KiB at a time, each step just before it
     /// is read (never its announced length), and, for a new request,
     /// `response_reserve` bytes for its response with the frame's last step, before the
-    /// handler runs. A call that fits is never held up by one that does not (there is
-    /// no line). One that does not fit makes room: first the connection that has made
-    /// no progress on the frame it is reading for the longest (at least a step's time
-    /// at `min_transfer_rate`) is closed and its bytes come back; then sessions without
-    /// a connection that hold a response are evicted, longest detached first, however
-    /// recently they lost it. Only when neither is left does the call wait, up to
+    /// handler runs. Calls that wait for room are served first fit in arrival order: a
+    /// call that fits is never held up by one that does not. The one that has waited
+    /// longest makes room: first the connection that has made no progress on the frame
+    /// it is reading for the longest (at least a step's time at `min_transfer_rate`) is
+    /// closed and its bytes handed to the call; then sessions without a connection that
+    /// hold a response are evicted, longest detached first, however recently they lost
+    /// it. Only when neither is left does the call wait on, up to
     /// `resend_timeout`, and then its connection is closed (the client retries later;
     /// nothing was run). A frame that cannot fit with its response's room even in an
     /// empty budget is refused at once. A retained response is never dropped from a
