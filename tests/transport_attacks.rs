@@ -8,7 +8,7 @@
 
 mod transport_support;
 
-use exactly_once::transport::{Client, CloseReason, ServerConfig};
+use exactly_once::transport::{Client, ClientConfig, CloseReason, ServerConfig};
 use std::io::Write;
 use std::sync::{Mutex, OnceLock};
 use std::thread;
@@ -154,8 +154,15 @@ fn a_session_fill_neither_locks_newcomers_out_nor_lasts() {
 #[test]
 fn concurrent_large_echo_calls_stay_within_the_budget() {
     let figures = run("8 concurrent 1 MiB echo calls", attack_config(), |target| {
+        // A client whose session was evicted to make room (its connection was closed
+        // while its frame waited for room) retries until its deadline: a short one, so
+        // that the attack ends with the run.
+        let config = ClientConfig {
+            reconnect_deadline: Duration::from_millis(500),
+            ..quick_client_config()
+        };
         target.spread(8, |target, _| {
-            let Ok(mut client) = Client::connect(&target.location, quick_client_config()) else {
+            let Ok(mut client) = Client::connect(&target.location, config.clone()) else {
                 return;
             };
             let mut body = b"echo".to_vec();
@@ -167,7 +174,11 @@ fn concurrent_large_echo_calls_stay_within_the_budget() {
         });
     });
     figures.assert_bystander_unharmed();
-    assert!(figures.server.counters().closed(CloseReason::OverBudget) > 0);
+    // The budget was short: calls made room by closing connections whose frames
+    // waited for it (or, failing that, closed their own).
+    let counters = figures.server.counters();
+    let short = counters.frames_cut + counters.closed(CloseReason::OverBudget);
+    assert!(short > 0, "{counters:?}");
     eventually_budget_is_free(&figures.server);
 }
 
@@ -387,4 +398,122 @@ fn server_side_sockets(port: u16, client_ports: &[u16]) -> Vec<String> {
             (ours && fields[3] == "01").then(|| fields[9].to_owned())
         })
         .collect()
+}
+
+/// The documented frame limit (64 MiB) with a budget that holds one such frame and its
+/// response's room: an announced length is a promise of bytes, not bytes.
+fn large_frame_config() -> ServerConfig {
+    ServerConfig {
+        max_frame: 64 << 20,
+        memory_budget: 128 << 20,
+        ..attack_config()
+    }
+}
+
+/// Sends a call's number and a 64 MiB length, then the first 16 bytes of the frame.
+fn announce_64_mib_send_16(raw: &mut Raw) {
+    raw.send_u64(1);
+    raw.send_u64(64 << 20);
+    raw.send(&[0; 16]);
+}
+
+#[test]
+fn frames_announced_at_64_mib_hold_only_the_bytes_sent() {
+    let figures = run(
+        "8 x 64 MiB announced, 16 B sent",
+        large_frame_config(),
+        |target| {
+            let mut held = Vec::new();
+            for _ in 0..8 {
+                let mut raw = target.raw().expect("connect");
+                raw.handshake(0);
+                announce_64_mib_send_16(&mut raw);
+                held.push(raw);
+            }
+            while !target.stopped() {
+                thread::sleep(Duration::from_millis(10));
+            }
+        },
+    );
+    figures.assert_bystander_unharmed();
+    figures.assert_calls_prompt();
+    figures.assert_threads_return();
+    // Eight stalled frames hold their 16 bytes (and at most one read step each); the
+    // bystander's calls hold their response reserve.
+    assert!(figures.peak_budget <= 8 << 20, "{figures:?}");
+}
+
+#[test]
+fn new_connections_announcing_64_mib_frames_do_not_lock_out_probes() {
+    // The documented budget: seven such frames fit in it if counted at their length.
+    let config = ServerConfig {
+        memory_budget: ServerConfig::default().memory_budget,
+        ..large_frame_config()
+    };
+    let row = "partial 64 MiB frames (new connections)";
+    let figures = run(row, config, |target| {
+        keep_opening(target, 4, 20, |t| {
+            let mut raw = t.raw()?;
+            raw.try_handshake(0)?;
+            announce_64_mib_send_16(&mut raw);
+            Some(raw)
+        });
+    });
+    figures.assert_bystander_unharmed();
+    figures.assert_calls_prompt();
+    figures.assert_threads_return();
+    assert!(figures.peak_budget <= 16 << 20, "{figures:?}");
+}
+
+#[test]
+fn frames_stalled_near_their_end_give_way_to_calls_that_fit() {
+    // Twelve connections each send all but 16 bytes of a 1 MiB frame and stall:
+    // together they would hold three times the 8 MiB budget.
+    let row = "12 x 1 MiB frames stalled 16 B short";
+    let figures = run(row, attack_config(), |target| {
+        let mut held = Vec::new();
+        for _ in 0..12 {
+            let mut raw = target.raw().expect("connect");
+            raw.handshake(0);
+            raw.send_u64(1);
+            raw.send_u64(1 << 20);
+            raw.send(&vec![0; (1 << 20) - 16]);
+            held.push(raw);
+        }
+        while !target.stopped() {
+            thread::sleep(Duration::from_millis(10));
+        }
+    });
+    figures.assert_bystander_unharmed();
+    figures.assert_calls_prompt();
+    figures.assert_threads_return();
+    assert!(figures.server.counters().frames_cut > 0, "{figures:?}");
+}
+
+#[test]
+fn an_honest_crowd_that_fetched_1_mib_each_and_went_idle_does_not_lock_out_the_next() {
+    // Enough sessions for the crowd: only memory is short, never a session slot.
+    let config = ServerConfig {
+        max_sessions: 1024,
+        ..attack_config()
+    };
+    let row = "64 clients fetch 1 MiB, go idle";
+    let figures = run(row, config, |target| {
+        let fetched = std::sync::atomic::AtomicUsize::new(0);
+        target.spread(8, |target, _| {
+            while fetched.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 64 {
+                let mut raw = target.raw().expect("connect");
+                raw.handshake(0);
+                raw.call(1, b"big");
+                assert_eq!(raw.read_frame().map(|f| f.len()), Some(1 << 20));
+                // Idle: the session keeps its response, without a connection.
+            }
+        });
+        while !target.stopped() {
+            thread::sleep(Duration::from_millis(10));
+        }
+    });
+    figures.assert_bystander_unharmed();
+    figures.assert_calls_prompt();
+    figures.assert_threads_return();
 }

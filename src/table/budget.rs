@@ -1,15 +1,9 @@
 //! One memory budget for every byte a server holds: messages being read, responses
 //! being written, responses retained for resends.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread;
-use std::time::{Duration, Instant};
-
-/// How often a thread waiting for room looks again.
-const WAIT_STEP: Duration = Duration::from_millis(1);
 
 /// A byte budget shared by everything one server holds.
 ///
@@ -18,24 +12,28 @@ const WAIT_STEP: Duration = Duration::from_millis(1);
 /// that must not be refused (a response already produced, which the session keeps
 /// until its client moves on) are counted with [`retain`](Self::retain) even above the
 /// limit: dropping them would lose a response, so new requests wait instead.
+///
+/// Calls that wait for room are served first fit in arrival order
+/// ([`wait_for`](Self::wait_for), [`Reservation::try_grow_fair`]): room goes to the
+/// longest-waiting call it fits, so a call that fits goes ahead of one that does not,
+/// and calls of one size are served in turn. Room for one that does not fit is made by
+/// the session table ([`SessionTable::admit`](super::SessionTable::admit)) and by the
+/// server in front of it.
 pub struct Budget {
     limit: usize,
     used: AtomicUsize,
-    /// Tickets of the threads waiting in [`grow_in_turn`](Reservation::grow_in_turn), in
-    /// arrival order.
-    waiting: Mutex<VecDeque<u64>>,
+    /// The calls waiting for room, in arrival order: (ticket, bytes wanted).
+    waiting: Mutex<Vec<(u64, usize)>>,
+    /// How many wait: 0 lets a call that fits skip the lock.
+    waiters: AtomicUsize,
     next_ticket: AtomicU64,
 }
 
-/// What a thread waiting for room did to make some, or learnt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Room {
-    /// Bytes were given back: look again at once.
-    Freed,
-    /// Nothing to do now: look again shortly.
-    Wait,
-    /// The waiter no longer wants the bytes.
-    GiveUp,
+/// A call's place among those waiting for room in a [`Budget`]; left when dropped.
+#[must_use = "the place is left when this is dropped"]
+pub struct Waiting {
+    budget: Arc<Budget>,
+    ticket: u64,
 }
 
 /// Bytes taken from a [`Budget`], given back when dropped.
@@ -51,7 +49,8 @@ impl Budget {
         Arc::new(Budget {
             limit,
             used: AtomicUsize::new(0),
-            waiting: Mutex::new(VecDeque::new()),
+            waiting: Mutex::new(Vec::new()),
+            waiters: AtomicUsize::new(0),
             next_ticket: AtomicU64::new(0),
         })
     }
@@ -104,27 +103,63 @@ impl Budget {
         self.used.fetch_sub(bytes, Ordering::Relaxed);
     }
 
-    fn lock_waiting(&self) -> MutexGuard<'_, VecDeque<u64>> {
-        // Every change under this lock is one push or removal: whole even if poisoned.
+    /// Joins the calls waiting for room, wanting `bytes` more: see
+    /// [`Reservation::try_grow_fair`].
+    pub fn wait_for(self: &Arc<Self>, bytes: usize) -> Waiting {
+        // ORDERING: only uniqueness of the ticket matters; the order is the lock's.
+        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        let mut waiting = self.lock_waiting();
+        waiting.push((ticket, bytes));
+        // ORDERING: changed under the lock; a reader that misses it takes bytes that
+        // fit as a waiter that had not yet arrived.
+        self.waiters.store(waiting.len(), Ordering::Relaxed);
+        Waiting {
+            budget: Arc::clone(self),
+            ticket,
+        }
+    }
+
+    /// True if a call that waits (longer than `ticket`, if given) wants no more than
+    /// what is free now: it has the room first.
+    fn earlier_waiter_fits(&self, ticket: Option<u64>) -> bool {
+        // ORDERING: see `wait_for`.
+        if self.waiters.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let free = self.limit.saturating_sub(self.used());
+        self.lock_waiting()
+            .iter()
+            .take_while(|&&(t, _)| ticket.map_or(true, |mine| t < mine))
+            .any(|&(_, bytes)| bytes <= free)
+    }
+
+    fn lock_waiting(&self) -> MutexGuard<'_, Vec<(u64, usize)>> {
+        // One push or removal under the lock: whole even if poisoned.
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// A place in the budget's waiting line, left when dropped.
-struct Turn<'a> {
-    budget: &'a Budget,
-    ticket: u64,
-}
-
-impl Turn<'_> {
-    fn is_first(&self) -> bool {
-        self.budget.lock_waiting().front() == Some(&self.ticket)
+impl Waiting {
+    /// True if no call has waited longer.
+    pub fn is_first(&self) -> bool {
+        self.budget.lock_waiting().first().map(|&(t, _)| t) == Some(self.ticket)
     }
 }
 
-impl Drop for Turn<'_> {
+impl Drop for Waiting {
     fn drop(&mut self) {
-        self.budget.lock_waiting().retain(|&t| t != self.ticket);
+        let mut waiting = self.budget.lock_waiting();
+        waiting.retain(|&(t, _)| t != self.ticket);
+        // ORDERING: see `Budget::wait_for`.
+        self.budget.waiters.store(waiting.len(), Ordering::Relaxed);
+    }
+}
+
+impl fmt::Debug for Waiting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Waiting")
+            .field("ticket", &self.ticket)
+            .finish_non_exhaustive()
     }
 }
 
@@ -154,6 +189,13 @@ impl Reservation {
         }
     }
 
+    /// Adds `more` bytes if they fit and no call that has waited longer than `turn`
+    /// (any that waits, if `turn` is `None`) would fit in the room free now: first fit
+    /// in arrival order. False (nothing taken) if not.
+    pub fn try_grow_fair(&mut self, more: usize, turn: Option<&Waiting>) -> bool {
+        !self.budget.earlier_waiter_fits(turn.map(|w| w.ticket)) && self.try_grow(more)
+    }
+
     /// Makes this reservation exactly `bytes`: gives back what is above, or counts what
     /// is missing even above the limit (for bytes that exist already and must be kept).
     pub fn resize(&mut self, bytes: usize) {
@@ -163,50 +205,6 @@ impl Reservation {
             self.budget.retain(bytes - self.bytes);
         }
         self.bytes = bytes;
-    }
-
-    /// Adds `more` bytes if they fit and nobody waits in
-    /// [`grow_in_turn`](Self::grow_in_turn)'s line; false (nothing taken) if not.
-    pub fn try_grow_unqueued(&mut self, more: usize) -> bool {
-        self.budget.lock_waiting().is_empty() && self.try_grow(more)
-    }
-
-    /// Adds `more` bytes once they fit, waiting until `deadline` in a line: only the
-    /// thread that has waited longest takes bytes, so a stream of newcomers cannot
-    /// starve an earlier waiter. Every waiter calls `room(first)` at each look, the
-    /// first in line to make room, the others to learn whether to give up. False
-    /// (nothing taken) at the deadline or when `room` gives up.
-    pub fn grow_in_turn(
-        &mut self,
-        more: usize,
-        deadline: Instant,
-        mut room: impl FnMut(bool) -> Room,
-    ) -> bool {
-        if self.try_grow_unqueued(more) {
-            return true;
-        }
-        let budget = Arc::clone(&self.budget);
-        // ORDERING: only uniqueness of the ticket matters; the line's order is the
-        // lock's.
-        let ticket = budget.next_ticket.fetch_add(1, Ordering::Relaxed);
-        budget.lock_waiting().push_back(ticket);
-        let turn = Turn {
-            budget: &budget,
-            ticket,
-        };
-        loop {
-            let first = turn.is_first();
-            if first && self.try_grow(more) {
-                return true;
-            }
-            let step = room(first);
-            match step {
-                Room::Freed => continue,
-                Room::GiveUp => return false,
-                Room::Wait if Instant::now() >= deadline => return false,
-                Room::Wait => thread::sleep(WAIT_STEP),
-            }
-        }
     }
 
     /// Takes over the bytes of `other`, a reservation from the same budget.
@@ -274,31 +272,28 @@ mod tests {
     }
 
     #[test]
-    fn waiters_take_room_in_arrival_order_and_give_up_at_their_deadline() {
-        let budget = Budget::new(10);
-        let held = budget.try_reserve(10).unwrap();
-        let soon = Instant::now() + Duration::from_millis(20);
-        let mut late = budget.try_reserve(0).unwrap();
-        assert!(!late.grow_in_turn(1, soon, |_| Room::Wait));
-        assert!(!late.grow_in_turn(1, soon + Duration::from_secs(5), |_| Room::GiveUp));
-        let order = Mutex::new(Vec::new());
-        thread::scope(|s| {
-            for (n, delay) in [(1, 0), (2, 5)] {
-                let (budget, order) = (&budget, &order);
-                s.spawn(move || {
-                    thread::sleep(Duration::from_millis(delay));
-                    let mut r = budget.try_reserve(0).unwrap();
-                    let deadline = Instant::now() + Duration::from_secs(5);
-                    assert!(r.grow_in_turn(6, deadline, |_| Room::Wait));
-                    order.lock().unwrap().push(n);
-                    thread::sleep(Duration::from_millis(10));
-                });
-            }
-            thread::sleep(Duration::from_millis(30));
-            drop(held);
-        });
-        assert_eq!(*order.lock().unwrap(), [1, 2]);
-        assert_eq!(budget.used(), 0);
+    fn room_goes_first_fit_in_arrival_order() {
+        let budget = Budget::new(100);
+        let held = budget.try_reserve(90).unwrap();
+        let (mut large, mut small, mut late) = (
+            budget.try_reserve(0).unwrap(),
+            budget.try_reserve(0).unwrap(),
+            budget.try_reserve(0).unwrap(),
+        );
+        let large_turn = budget.wait_for(50);
+        let small_turn = budget.wait_for(10);
+        // 10 free: the large call does not fit, so the small one goes ahead of it.
+        assert!(!large.try_grow_fair(50, Some(&large_turn)));
+        assert!(small.try_grow_fair(10, Some(&small_turn)));
+        drop((small, small_turn, held));
+        // 90 free: a newcomer that fits waits while the large call, which waited
+        // longer, fits too.
+        assert!(!late.try_grow_fair(10, None));
+        assert!(large_turn.is_first());
+        assert!(large.try_grow_fair(50, Some(&large_turn)));
+        drop(large_turn);
+        assert!(late.try_grow_fair(10, None));
+        assert_eq!(budget.used(), 60);
     }
 
     #[test]

@@ -1,17 +1,17 @@
 //! Session ids: unguessable, never 0, unique within a table, and carrying the number of
 //! the process that owns the session in their top bits.
 //!
-//! An id is `owner << RANDOM_BITS | random`, where `random` is a keyed SipHash of a
-//! counter (std's `RandomState`, whose 128-bit key comes from the operating system's
-//! random source): different on every start, unguessable without the key, and never 0.
-//! Holding one id tells nothing about any other. A router in front of several processes
-//! reads the owner with [`owner_of`] and sends a reconnecting client back to the process
-//! that holds its session.
+//! An id is `owner << RANDOM_BITS | random`, where `random` is SipHash-2-4 of a counter
+//! under a 128-bit key drawn from the operating system's random source (`getrandom`)
+//! when the table is made: different on every start, unguessable without the key, and
+//! never 0. Holding one id tells nothing about any other. Log fingerprints are keyed
+//! with a second key drawn the same way, so a fingerprint says nothing of the id key.
+//! A router in front of several processes reads the owner with [`owner_of`] and sends a
+//! reconnecting client back to the process that holds its session.
 
 use std::cell::Cell;
-use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::BuildHasher;
+use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bits of an id that name its owner (the top ones).
@@ -53,18 +53,45 @@ fn next_unique() -> u64 {
     })
 }
 
+/// A 128-bit key for SipHash-2-4, drawn from the operating system's random source.
+#[derive(Clone, Copy)]
+struct Key(u64, u64);
+
+impl Key {
+    /// # Panics
+    /// If the operating system's random source fails: ids made without it could be
+    /// guessed, and an id is a session's only credential.
+    fn draw() -> Key {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+        let (k0, k1) = bytes.split_at(8);
+        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+        Key(word(k0), word(k1))
+    }
+
+    /// The keyed hash of `n`: a pseudo-random function of it, for whoever lacks the key.
+    fn hash(self, n: u64) -> u64 {
+        // std's SipHash-2-4 with a caller's key is deprecated only in favour of
+        // `DefaultHasher`, whose key cannot be set; it is the PRF this needs.
+        #[allow(deprecated)]
+        let mut hasher = std::hash::SipHasher::new_with_keys(self.0, self.1);
+        hasher.write_u64(n);
+        hasher.finish()
+    }
+}
+
 /// Makes the ids of one table.
 pub(crate) struct IdMaker {
-    keys: RandomState,
-    fingerprints: RandomState,
+    ids: Key,
+    fingerprints: Key,
     owner: u8,
 }
 
 impl IdMaker {
     pub(crate) fn new(owner: u8) -> Self {
         IdMaker {
-            keys: RandomState::new(),
-            fingerprints: RandomState::new(),
+            ids: Key::draw(),
+            fingerprints: Key::draw(),
             owner,
         }
     }
@@ -73,7 +100,7 @@ impl IdMaker {
     pub(crate) fn next(&self) -> u64 {
         loop {
             let n = next_unique();
-            let random = self.keys.hash_one(n) & RANDOM_MASK;
+            let random = self.ids.hash(n) & RANDOM_MASK;
             if random != 0 {
                 return u64::from(self.owner) << RANDOM_BITS | random;
             }
@@ -81,7 +108,7 @@ impl IdMaker {
     }
 
     pub(crate) fn fingerprint(&self, id: u64) -> Fingerprint {
-        Fingerprint(self.fingerprints.hash_one(id) as u32)
+        Fingerprint(self.fingerprints.hash(id) as u32)
     }
 }
 
@@ -153,6 +180,25 @@ mod tests {
         }
         let steps: HashSet<u64> = ids.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
         assert!(steps.len() > 4000, "ids follow a pattern");
+    }
+
+    #[test]
+    fn the_two_keys_are_drawn_apart_and_differ_on_every_start() {
+        let (a, b) = (IdMaker::new(0), IdMaker::new(0));
+        let keys = [a.ids, a.fingerprints, b.ids, b.fingerprints].map(|k| (k.0, k.1));
+        let distinct: HashSet<(u64, u64)> = keys.into_iter().collect();
+        assert_eq!(distinct.len(), 4, "a key was drawn twice");
+        // The fingerprint of an id is not its id hash under the id key.
+        let id = a.next();
+        assert_ne!(a.fingerprint(id).0, a.ids.hash(id) as u32);
+    }
+
+    /// SipHash-2-4's published test vector for the key 00..0f and the 8-byte message
+    /// 00..07: the hash is the PRF it claims to be.
+    #[test]
+    fn the_keyed_hash_is_siphash_2_4() {
+        let key = Key(0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908);
+        assert_eq!(key.hash(0x0706_0504_0302_0100), 0x93f5_f579_9a93_2462);
     }
 
     #[test]

@@ -25,6 +25,10 @@
 //!   never loses its response. A client whose session was expired or evicted is told its
 //!   session is unknown when it comes back: it gets an error, never a second
 //!   execution of a request.
+//! - A call that needs memory the budget does not have is admitted with
+//!   [`admit`](SessionTable::admit): sessions without a connection that hold a
+//!   retained response are evicted, longest detached first, until it fits; it is
+//!   refused only when none is left.
 //! - [`end`](SessionTable::end) removes a session at once, with its retained response.
 //!
 //! # Cost
@@ -33,11 +37,12 @@
 //! due, from queues kept in the order sessions lost their connection: O(1) amortised
 //! per handshake, never a scan of the table.
 
+mod admission;
 mod budget;
 mod ids;
 mod shard;
 
-pub use budget::{Budget, Reservation, Room};
+pub use budget::{Budget, Reservation, Waiting};
 pub use ids::{owner_of, Fingerprint, OWNER_BITS, RANDOM_BITS};
 
 use crate::{RequestNr, SessionState};
@@ -516,9 +521,15 @@ impl<T: Send + Sync> Attached<T> {
         // lock taken after this connection's detach released it.
         self.entry.used.store(true, Ordering::Relaxed);
         let weight = (self.table.weigher)(response);
-        // ORDERING: a tally; `Entry::drop` gives back whatever is there last.
-        let previous = self.entry.retained.swap(weight, Ordering::Relaxed);
+        // The new weight is counted before it can be swapped out: a simultaneous
+        // `retain` on this session gives back only weights already counted, so `used`
+        // never dips below what is held (it would wrap, and look like a budget
+        // exceeded by everything).
         self.entry.budget.retain(weight);
+        // ORDERING: AcqRel, pairs with itself in another `retain` on this session:
+        // the `retain(weight)` above happens before the `release` of whichever call
+        // swaps this weight out. `Entry::drop` gives back whatever is there last.
+        let previous = self.entry.retained.swap(weight, Ordering::AcqRel);
         self.entry.budget.release(previous);
         self.table.evict_while_over_budget();
     }

@@ -284,3 +284,89 @@ fn memory_needed_now_spares_sessions_whose_response_is_not_worth_evicting() {
     assert_eq!(table.attach(large).unwrap_err(), TableError::Unknown);
     assert!(table.attach(small).is_ok(), "the older, small one stays");
 }
+
+/// Regression: two `retain` calls on one session at once could give back the response
+/// each replaced before the other had counted its own, taking `used` below zero (it
+/// wraps): the table then saw its budget as exceeded and evicted every session without
+/// a connection. Counted: `used` never leaves the range the retained responses span,
+/// and no detached session is evicted while they fit.
+#[test]
+fn simultaneous_retains_on_one_session_never_take_used_below_zero() {
+    const BIG: usize = 100 << 10;
+    let table = table(1000, LONG, LONG);
+    let bystanders: Vec<u64> = (0..8).map(|_| used_and_detached(&table)).collect();
+    let floor = 8 * 10;
+    let session = table.create().unwrap();
+    let budget = Arc::clone(table.budget());
+    let stop = AtomicBool::new(false);
+    let lowest_seen = AtomicUsize::new(usize::MAX);
+    let highest_seen = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let until = Instant::now() + Duration::from_millis(1500);
+        // More threads than this machine's two cores: a thread preempted between its
+        // two updates opens the window for the others.
+        for t in 0..6 {
+            let (session, stop) = (&session, &stop);
+            s.spawn(move || {
+                let (small, big) = (vec![0u8; 0], vec![0u8; BIG]);
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    session.retain(if i % 2 == 0 { &big } else { &small });
+                    i += 1;
+                    if i % 1024 == 0 && Instant::now() >= until {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+        s.spawn(|| {
+            while !stop.load(Ordering::SeqCst) {
+                let used = budget.used();
+                lowest_seen.fetch_min(used, Ordering::Relaxed);
+                highest_seen.fetch_max(used, Ordering::Relaxed);
+            }
+        });
+    });
+    let (lowest, highest) = (lowest_seen.into_inner(), highest_seen.into_inner());
+    assert!(
+        lowest >= floor && highest <= floor + 6 * BIG,
+        "used went to {lowest}..{highest}, outside {floor}..{}",
+        floor + 6 * BIG
+    );
+    for id in bystanders {
+        assert!(table.attach(id).is_ok(), "a detached session was evicted");
+    }
+}
+
+#[test]
+fn a_call_that_does_not_fit_evicts_detached_sessions_longest_detached_first_until_it_fits() {
+    let table = table(1000, LONG, LONG); // a 1 MiB budget
+    let oldest = completed_and_detached(&table, 300 << 10);
+    std::thread::sleep(Duration::from_millis(3));
+    let middle = completed_and_detached(&table, 300 << 10);
+    std::thread::sleep(Duration::from_millis(3));
+    let newest = completed_and_detached(&table, 300 << 10);
+    let connected = table.create().unwrap();
+    connected.retain(&vec![0; 100 << 10]);
+    let mut call = table.budget().try_reserve(0).unwrap();
+    assert!(table.admit(&mut call, 500 << 10, |_| true));
+    assert_eq!(call.bytes(), 500 << 10);
+    assert_eq!(table.attach(oldest).unwrap_err(), TableError::Unknown);
+    assert_eq!(table.attach(middle).unwrap_err(), TableError::Unknown);
+    assert!(table.attach(newest).is_ok(), "evicted more than needed");
+}
+
+#[test]
+fn a_call_is_refused_room_only_when_no_detached_session_holds_a_response() {
+    let table = table(1000, LONG, LONG);
+    let connected = table.create().unwrap();
+    let guard = connected.state().start(RequestNr::new(1).unwrap()).unwrap();
+    connected.retain(&guard.complete(vec![0; 900 << 10]));
+    let _never_used = table.create().unwrap().id();
+    let mut call = table.budget().try_reserve(0).unwrap();
+    assert!(!table.admit(&mut call, 200 << 10, |_| true));
+    assert_eq!(call.bytes(), 0, "nothing taken");
+    assert_eq!(table.len(), 2, "no session lost for nothing");
+    drop(connected);
+    assert!(table.admit(&mut call, 200 << 10, |_| true));
+}

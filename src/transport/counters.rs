@@ -17,8 +17,9 @@ pub enum CloseReason {
     MessageTimeout,
     /// The client did not take its response within the write deadline.
     WriteTimeout,
-    /// Reading the frame would have exceeded the memory budget (the client retries
-    /// later; nothing was processed).
+    /// The call found no room in the memory budget, even after closing stalled frames
+    /// and evicting sessions without a connection (the client retries later; nothing
+    /// was processed).
     OverBudget,
     /// The client asked to resume a session the table does not hold.
     UnknownSession,
@@ -86,7 +87,7 @@ impl fmt::Display for CloseReason {
             CloseReason::IdleTimeout => "no call for the idle time",
             CloseReason::MessageTimeout => "message not whole before its deadline",
             CloseReason::WriteTimeout => "response not taken before the write deadline",
-            CloseReason::OverBudget => "frame would exceed the memory budget",
+            CloseReason::OverBudget => "no room in the memory budget for the call",
             CloseReason::UnknownSession => "resume of an unknown session",
             CloseReason::SessionLimit => "live-session limit reached",
             CloseReason::BadRequestNr => "request number out of range",
@@ -160,6 +161,9 @@ counters! {
     connections_refused,
     /// Idle connections closed to admit a new one at the connection limit.
     connections_evicted,
+    /// Connections stalled in the middle of a frame closed to make room in the memory
+    /// budget for a call that had none.
+    frames_cut,
     /// Failed `accept` calls (out of file descriptors and the like).
     accept_errors,
     /// Connections closed by the server for one of the [`CloseReason`]s, other than

@@ -121,6 +121,12 @@ pub struct Figures {
     pub rss_before_kib: u64,
     pub peak_rss_kib: u64,
     pub peak_threads: u64,
+    /// The server's connection threads before its first connection, and once the
+    /// attack and the bystander have ended (see [`Figures::assert_threads_return`]).
+    pub threads_before: u64,
+    pub threads_after: u64,
+    /// The longest a bystander call took.
+    pub slowest_call: Duration,
     pub server: Server,
 }
 
@@ -128,7 +134,7 @@ impl Figures {
     /// One line for `scripts/attack` to collect.
     pub fn print(&self) {
         println!(
-            "ATTACK|{}|{}/{}|{}/{}|{}|{:.1}|{}|+{}|{}",
+            "ATTACK|{}|{}/{}|{}/{}|{}|{:.1}|{}|+{}|{}|{}->{}|{}",
             self.row,
             self.probes_during.0,
             self.probes_during.1,
@@ -139,7 +145,21 @@ impl Figures {
             self.peak_rss_kib / 1024,
             self.peak_rss_kib.saturating_sub(self.rss_before_kib) / 1024,
             self.peak_threads,
+            self.threads_before,
+            self.threads_after,
+            self.slowest_call.as_millis(),
         );
+    }
+
+    /// The bystander's calls were answered promptly: none took a second or more.
+    pub fn assert_calls_prompt(&self) {
+        assert!(self.slowest_call < PROBE_TIMEOUT, "{self:?}");
+    }
+
+    /// The server is back to the threads it had before the attack: every connection
+    /// thread the attack made it start has ended.
+    pub fn assert_threads_return(&self) {
+        assert!(self.threads_after <= self.threads_before, "{self:?}");
     }
 
     /// The bystander's guarantees: ≥ 95% of new connections and sessions succeed
@@ -194,6 +214,7 @@ pub fn run(
         stop: Arc::new(AtomicBool::new(false)),
     };
     let (rss_before_kib, _) = process_status();
+    let threads_before = connection_threads();
     let watch = Watch::start(&server);
     let caller = Caller::start(&target.location);
     let prober = Prober::start(target.addr);
@@ -209,8 +230,9 @@ pub fn run(
     let calls_during = caller.calls.load(Ordering::SeqCst);
     thread::sleep(AFTER);
     let probes = prober.finish();
-    let (calls, calls_failed) = caller.finish();
+    let (calls, calls_failed, slowest_call) = caller.finish();
     let (peak_budget, peak_rss_kib, peak_threads) = watch.finish();
+    let threads_after = threads_settled(threads_before);
     let (duplicates, lost) = ledger.check(&calls, &probes);
     let phase = |during: bool| {
         let chosen: Vec<_> = probes
@@ -237,7 +259,23 @@ pub fn run(
         rss_before_kib,
         peak_rss_kib,
         peak_threads,
+        threads_before,
+        threads_after,
+        slowest_call,
         server,
+    }
+}
+
+/// The server's connection threads once they are down to `before` or, failing that,
+/// after 3 s.
+fn threads_settled(before: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let threads = connection_threads();
+        if threads <= before || Instant::now() >= deadline {
+            return threads;
+        }
+        thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -264,7 +302,7 @@ impl Ledger {
 struct Caller {
     stop: Arc<AtomicBool>,
     calls: Arc<AtomicU64>,
-    thread: JoinHandle<(Vec<Vec<u8>>, u64)>,
+    thread: JoinHandle<(Vec<Vec<u8>>, u64, Duration)>,
 }
 
 impl Caller {
@@ -276,10 +314,13 @@ impl Caller {
         );
         let (stopping, counting) = (Arc::clone(&stop), Arc::clone(&calls));
         let thread = thread::spawn(move || {
-            let (mut answered, mut failed) = (Vec::new(), 0);
+            let (mut answered, mut failed, mut slowest) = (Vec::new(), 0, Duration::ZERO);
             while !stopping.load(Ordering::SeqCst) {
                 let body = format!("by:{}", answered.len()).into_bytes();
-                match client.call(&body) {
+                let start = Instant::now();
+                let called = client.call(&body);
+                slowest = slowest.max(start.elapsed());
+                match called {
                     Ok(_) => answered.push(body),
                     Err(e) => {
                         eprintln!("bystander call failed: {e}");
@@ -290,7 +331,7 @@ impl Caller {
                 thread::sleep(Duration::from_millis(2));
             }
             client.close();
-            (answered, failed)
+            (answered, failed, slowest)
         });
         Caller {
             stop,
@@ -299,7 +340,7 @@ impl Caller {
         }
     }
 
-    fn finish(self) -> (Vec<Vec<u8>>, u64) {
+    fn finish(self) -> (Vec<Vec<u8>>, u64, Duration) {
         self.stop.store(true, Ordering::SeqCst);
         self.thread.join().expect("the bystander's caller panicked")
     }
@@ -414,6 +455,17 @@ impl Watch {
         let get = |i: usize| self.peaks[i].load(Ordering::SeqCst);
         (get(0), get(1) as u64, get(2) as u64)
     }
+}
+
+/// Threads of this process named as the server names its connection threads (other
+/// tests of the file run beside an attack, but start no server while it runs).
+fn connection_threads() -> u64 {
+    let tasks = std::fs::read_dir("/proc/self/task").expect("Linux's /proc");
+    let named = |task: &std::fs::DirEntry| {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        comm.trim_end() == "mcp-connection"
+    };
+    tasks.flatten().filter(named).count() as u64
 }
 
 /// (VmRSS in KiB, threads) of this process.

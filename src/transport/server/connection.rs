@@ -7,18 +7,22 @@
 //! the message time, and its frame within the message time plus its length at the
 //! minimum transfer rate. Writing a response has the same kind of deadline.
 //!
-//! Every byte a connection makes the server hold is counted in the memory budget
-//! before it is read or produced: once a call's header has arrived, its frame's bytes
-//! and, for a new request, room for its response. Calls that do not fit wait in line
-//! (sessions without a connection whose response is large are evicted to make room)
-//! up to the resend timeout; then the connection is closed: nothing of the call has
-//! been read or run, and its client sends it again later.
+//! Every byte a connection makes the server hold is counted in the memory budget when
+//! it is held: a frame's bytes a step at a time as they arrive (never its announced
+//! length), and, for a new request, room for its response with the frame's last step.
+//! Calls that wait for room are served first fit in arrival order: a call that fits
+//! never waits behind one that does not. The call that has waited longest makes room:
+//! a connection stalled in the middle of a frame is closed first, then sessions without
+//! a connection that hold a response are evicted, longest detached first. Only when
+//! neither is left does a call wait on, up to the resend timeout, and then its
+//! connection is closed: nothing of the call has been run, and its client sends it
+//! again later.
 
 use super::listener::Live;
 use super::response::Response;
 use super::Shared;
 use crate::answer::{self, Path, Refusal, Reply, Silence};
-use crate::table::{Attached, Fingerprint, Reservation, Room, TableError};
+use crate::table::{Attached, Budget, Fingerprint, Reservation, TableError};
 use crate::transport::counters::{CloseReason, Counters};
 use crate::transport::wire::{self, WireError};
 use crate::RequestNr;
@@ -28,15 +32,23 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 /// Responses up to this size are written with one `write` under the plain write
 /// timeout; larger ones in chunks, each under what is left of the whole deadline.
 const SMALL_WRITE: usize = 256 * 1024;
 
-/// When memory is short, a session without a connection is evicted only if its response
-/// holds at least this much (or what is needed, if less).
-const WORTH_EVICTING: usize = 64 * 1024;
+/// A frame is counted in the memory budget this many bytes at a time, each step just
+/// before it is read.
+const FRAME_STEP: u64 = 64 * 1024;
+
+/// How long a call that closed a stalled connection to make room waits for that
+/// connection's thread to give its frame's bytes back.
+const CUT_RELEASE: Duration = Duration::from_millis(100);
+
+/// How often a call waiting for room looks again.
+const WAIT_STEP: Duration = Duration::from_millis(1);
 
 /// A call whose bytes have arrived, with the budget counted for it.
 struct Call {
@@ -241,8 +253,8 @@ impl Connection<'_> {
             } else {
                 self.live.mark_idle(self.shared.now_ms());
             }
-            let (reservation, previous) = self.reserve_call(&session, m, length)?;
-            let frame = self.read_frame_body(length)?;
+            let (response, previous) = self.response_room(&session, m, length)?;
+            let (frame, reservation) = self.read_frame(length, response)?;
             // Until its call has arrived whole, a connection may be closed to make room.
             if !self.live.mark_busy() {
                 return Ok(End::Evicted);
@@ -301,22 +313,17 @@ impl Connection<'_> {
             .map_err(|e| Close::read(e, CloseReason::MessageTimeout))
     }
 
-    /// Counts a call's bytes in the memory budget before any is read: its frame's, and
-    /// room for its response if it is a new request (a resend or a stale one produces
-    /// nothing). The session's current response is freed when a new request starts, so
-    /// its share is handed over then rather than counted twice: it is returned, to be
-    /// handed over by [`answer`](Self::answer).
-    fn reserve_call(
+    /// The bytes a call needs for its response: room for a new request's response (a
+    /// resend or a stale one produces nothing), and the session's response before it.
+    /// The session's current response is freed when a new request starts, so its share
+    /// is handed over then rather than counted twice: it is returned, to be handed over
+    /// by [`answer`](Self::answer).
+    fn response_room(
         &self,
         session: &Attached<Response>,
         m: RequestNr,
         length: u64,
-    ) -> Result<(Reservation, Option<Arc<Response>>), Close> {
-        let budget = &self.shared.budget;
-        if length > budget.limit() as u64 {
-            let detail = format!("a {length}-byte frame, the budget is {}", budget.limit());
-            return Err(Close::new(CloseReason::OverBudget, detail));
-        }
+    ) -> Result<(usize, Option<Arc<Response>>), Close> {
         let status = session.state().status();
         let is_new = m.get() > status.request;
         let previous = RequestNr::new(status.request)
@@ -328,68 +335,14 @@ impl Connection<'_> {
             (true, None) => self.config().response_reserve,
             (true, Some(p)) => self.config().response_reserve.saturating_sub(p.charged()),
         };
-        // A session holding a large response keeps it while it waits: such a call does
-        // not wait in line, or sessions that hold the whole budget could wait for each
-        // other until their deadlines.
-        let holds = previous.as_ref().map_or(0, |p| p.charged());
-        let mut reservation = budget.try_reserve(0).expect("nothing fits any budget");
-        self.reserve(&mut reservation, length, response, holds < WORTH_EVICTING)?;
-        Ok((reservation, previous))
-    }
-
-    /// Adds `bytes` to `reservation` once they fit, waiting in line up to the resend
-    /// timeout; the first in line evicts sessions without a connection whose response is
-    /// worth it, longest-detached first, to make room. While it waits the connection
-    /// waits on the server, not on its client: it is closed to make room for another
-    /// connection only if it is the newest in line and none waits on its client.
-    fn reserve(
-        &self,
-        reservation: &mut Reservation,
-        length: u64,
-        response: usize,
-        may_wait: bool,
-    ) -> Result<(), Close> {
-        let shared = self.shared;
-        let bytes = length as usize + response;
-        // Waiting on the server, like a re-request waiting for its outcome.
-        let deadline = Instant::now() + self.config().resend_timeout;
-        // A well-behaved client sends nothing more before it has read this call's
-        // answer. One that does must not wait: it would hold its place, and the memory
-        // its answers take, from clients that do.
-        let pipelined = self.reader.buffer().len() as u64 > length;
-        // Evicting a session whose response is small would cost its client the session
-        // and free next to nothing.
-        let worth = |response: &Response| response.charged() >= bytes.min(WORTH_EVICTING);
-        let room = |first: bool| {
-            if self.live.is_evicted() || self.live.peer_is_gone() {
-                Room::GiveUp
-            } else if first && shared.table.evict_for_memory(worth) {
-                Room::Freed
-            } else {
-                Room::Wait
-            }
-        };
-        // A small call goes ahead of the line if it fits: each connection has at most
-        // one, so they can delay the first in line but not hold its room for long.
-        let ahead = match bytes <= WORTH_EVICTING {
-            true => reservation.try_grow(bytes),
-            false => reservation.try_grow_unqueued(bytes),
-        };
-        let granted = ahead
-            || (may_wait
-                && !pipelined
-                && self.live.mark_queued(shared.now_ms())
-                && reservation.grow_in_turn(bytes, deadline, room));
-        self.live.mark_unqueued();
-        if !self.frame_arrived(length) {
-            self.live.mark_idle(shared.now_ms());
+        let limit = self.shared.budget.limit() as u64;
+        if length.saturating_add(response as u64) > limit {
+            let detail = format!(
+                "a {length}-byte frame and {response} for its response, the budget is {limit}"
+            );
+            return Err(Close::new(CloseReason::OverBudget, detail));
         }
-        if granted {
-            return Ok(());
-        }
-        let (held, limit) = (shared.budget.used(), shared.budget.limit());
-        let detail = format!("{bytes} bytes with {held} of {limit} held");
-        Err(Close::new(CloseReason::OverBudget, detail))
+        Ok((response, previous))
     }
 
     /// Whether the `length` bytes of the frame whose header was just read are in the
@@ -398,18 +351,112 @@ impl Connection<'_> {
         self.reader.buffer().len() as u64 >= length
     }
 
-    /// Reads the `length` bytes of a call's frame, counted in the budget already.
-    fn read_frame_body(&mut self, length: u64) -> Result<Vec<u8>, Close> {
-        self.reader.get_mut().wait = Wait::Until(self.config().message_deadline(length));
-        // Allocated whole where the allocator agrees (only the pages the bytes that
-        // arrive are written to are ever resident); grown as they arrive otherwise.
+    /// Reads the `length` bytes of a call's frame, counting each step of
+    /// [`FRAME_STEP`] bytes in the budget just before it is read, and `response` bytes
+    /// of room for its response with the last: a connection holds at most one step
+    /// more than its client has sent, whatever length it announced, and a frame that
+    /// has arrived whole has its response's room.
+    fn read_frame(
+        &mut self,
+        length: u64,
+        response: usize,
+    ) -> Result<(Vec<u8>, Reservation), Close> {
+        let mut deadline = self.config().message_deadline(length);
         let mut frame = Vec::new();
-        let read = match usize::try_from(length).map(|n| frame.try_reserve_exact(n)) {
-            Ok(Ok(())) => wire::read_frame_part(&mut self.reader, &mut frame, length),
-            _ => wire::read_frame_body(&mut self.reader, length).map(|body| frame = body),
+        let mut partial = PartialFrame::new(self.live, &self.shared.budget);
+        loop {
+            let read = frame.len() as u64;
+            let step = (length - read).min(FRAME_STEP) as usize;
+            let last = read + step as u64 == length;
+            let bytes = step + if last { response } else { 0 };
+            // Time spent waiting on the server for room is not the client's.
+            deadline += self.charge(partial.charge(), bytes)?;
+            self.live.hold_partial_frame(partial.charge().bytes());
+            if self.reader.buffer().len() < step {
+                // Waiting on its client from here: its progress is dated by this step.
+                self.live.mark_idle(self.shared.now_ms());
+            }
+            // Grown geometrically up to the frame's length, never beyond: only the
+            // pages the bytes that arrive are written to are ever resident.
+            let wanted = (frame.capacity() * 2).clamp(frame.len() + step, length as usize);
+            frame.reserve_exact(wanted - frame.len());
+            self.reader.get_mut().wait = Wait::Until(deadline);
+            wire::read_frame_part(&mut self.reader, &mut frame, step as u64)
+                .map_err(|e| Close::read(e, CloseReason::MessageTimeout))?;
+            if last {
+                return Ok((frame, partial.finish()));
+            }
+        }
+    }
+
+    /// Adds `bytes` to `charge` once they fit, first fit in arrival order among the
+    /// calls that wait (a call that fits goes ahead of one that does not; calls that
+    /// both fit are served in turn). The call that has waited longest makes room:
+    /// first it closes a connection stalled in the middle of a frame (no progress for
+    /// a step's time at the minimum transfer rate; the longest stalled first, whose
+    /// bytes are handed to it), then it evicts sessions without a connection that hold
+    /// a response, longest detached first ([`SessionTable::admit`]). When neither is
+    /// left the call waits, up to the resend timeout, and then its connection is
+    /// closed: nothing of the call has been run, and its client sends it again.
+    /// Returns how long it waited.
+    ///
+    /// [`SessionTable::admit`]: crate::table::SessionTable::admit
+    fn charge(&self, charge: &mut Reservation, bytes: usize) -> Result<Duration, Close> {
+        if charge.try_grow_fair(bytes, None) {
+            return Ok(Duration::ZERO);
+        }
+        let shared = self.shared;
+        let asked = Instant::now();
+        let deadline = asked + self.config().resend_timeout;
+        let target = charge.bytes() + bytes;
+        let turn = shared.budget.wait_for(bytes);
+        // A call that arrived whole waits on the server: the listener closes it to
+        // make room for a connection only as a last resort. One still arriving is
+        // dated by its last progress, and may be closed as stalled.
+        let whole = self.live.is_busy() && self.live.mark_queued(shared.now_ms());
+        let granted = loop {
+            if self.live.is_evicted() || self.live.peer_is_gone() {
+                break false;
+            }
+            if charge.try_grow_fair(target - charge.bytes(), Some(&turn))
+                || (turn.is_first() && self.make_room(charge, target))
+            {
+                break true;
+            }
+            if Instant::now() >= deadline {
+                break false;
+            }
+            thread::sleep(WAIT_STEP);
         };
-        read.map_err(|e| Close::read(e, CloseReason::MessageTimeout))?;
-        Ok(frame)
+        drop(turn);
+        if whole {
+            self.live.mark_unqueued();
+        }
+        if granted {
+            return Ok(asked.elapsed());
+        }
+        let (held, limit) = (shared.budget.used(), shared.budget.limit());
+        let detail = format!("{bytes} bytes with {held} of {limit} held");
+        Err(Close::new(CloseReason::OverBudget, detail))
+    }
+
+    /// Makes room for `charge` to hold `target` bytes, for the call that has waited
+    /// longest (see [`charge`](Self::charge)); true once it holds them.
+    fn make_room(&self, charge: &mut Reservation, target: usize) -> bool {
+        let shared = self.shared;
+        let stalled_ms = FRAME_STEP * 1000 / self.config().min_transfer_rate.max(1);
+        if let Some(cut) = shared.cut_stalled_frame(self.live, stalled_ms) {
+            if let Some(freed) = cut.take_handed_over(CUT_RELEASE) {
+                charge.absorb(freed);
+            }
+            if charge.bytes() >= target || charge.try_grow(target - charge.bytes()) {
+                charge.resize(target);
+                return true;
+            }
+            return false;
+        }
+        let holds = |response: &Response| response.charged() > 0;
+        shared.table.admit(charge, target - charge.bytes(), holds)
     }
 
     fn answer(&self, session: &Attached<Response>, call: Call) -> Result<(), Close> {
@@ -491,6 +538,44 @@ impl Connection<'_> {
         stream
             .set_write_timeout(Some(self.config().message_timeout))
             .map_err(Close::write)
+    }
+}
+
+/// The budget's bytes held for a frame still arriving, published on its connection's
+/// [`Live`] so that a call short of room can find a stalled frame to close; the
+/// publication is cleared only after the bytes are given back.
+struct PartialFrame<'a> {
+    live: &'a Live,
+    charge: Option<Reservation>,
+}
+
+impl<'a> PartialFrame<'a> {
+    fn new(live: &'a Live, budget: &Arc<Budget>) -> Self {
+        let charge = budget.try_reserve(0).expect("nothing fits any budget");
+        PartialFrame {
+            live,
+            charge: Some(charge),
+        }
+    }
+
+    fn charge(&mut self) -> &mut Reservation {
+        self.charge.as_mut().expect("held until finished")
+    }
+
+    /// The frame has arrived whole: its bytes are the call's from now.
+    fn finish(mut self) -> Reservation {
+        self.charge.take().expect("finished once")
+    }
+}
+
+impl Drop for PartialFrame<'_> {
+    fn drop(&mut self) {
+        if let Some(charge) = self.charge.take() {
+            // Kept for the call that closed this connection to make room, if one did;
+            // given back otherwise.
+            self.live.hand_over(charge);
+        }
+        self.live.hold_partial_frame(0);
     }
 }
 

@@ -3,14 +3,15 @@
 
 use super::connection;
 use super::Shared;
+use crate::table::Reservation;
 use crate::transport::counters::Counters;
 use crate::transport::logs::CONNECTION_THREAD;
 use std::collections::HashMap;
 use std::net::{IpAddr, Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// `Live::idle_since_ms` while the connection is in a call.
 const BUSY: u64 = u64::MAX;
@@ -32,11 +33,18 @@ pub(super) struct Live {
     /// True while the connection waits for its client to take a response (rather than
     /// to send something).
     writing: AtomicBool,
-    /// Milliseconds since the server's epoch at which the connection joined the line
-    /// for memory (it is `BUSY` meanwhile); 0 while it is not in it.
+    /// Milliseconds since the server's epoch at which the connection, its call arrived
+    /// whole, began to wait for room in the memory budget (it is `BUSY` meanwhile, and
+    /// holds nothing of the budget); 0 while it does not wait.
     queued_since_ms: AtomicU64,
     /// True once its handshake has been answered.
     handshaken: AtomicBool,
+    /// Bytes of the budget held for a frame still arriving; 0 between frames.
+    partial_frame: AtomicUsize,
+    /// Set when the connection was closed to make room for another's call: its thread
+    /// then leaves what its frame held in `handed_over`, for that call to take.
+    cut_for_room: AtomicBool,
+    handed_over: Mutex<Option<Reservation>>,
     /// The client's address, as `accept` gave it.
     peer: IpAddr,
 }
@@ -72,8 +80,8 @@ impl Live {
         self.idle_since_ms.load(Ordering::Acquire) == EVICTED
     }
 
-    /// The connection waits in line for memory from now, unless the listener has
-    /// chosen it to make room (false). Only the newest in line is closed to make room,
+    /// The connection waits for memory from now, unless the listener has chosen it to
+    /// make room (false). Only the newest such waiter is closed to make room,
     /// and only when no connection waits on its client.
     pub(super) fn mark_queued(&self, now_ms: u64) -> bool {
         // ORDERING: see `mark_idle`; the listener reads it only after seeing `BUSY`.
@@ -87,7 +95,51 @@ impl Live {
         self.handshaken.store(true, Ordering::Relaxed);
     }
 
-    /// The connection has left the line for memory.
+    /// True while the connection is in a call (its bytes have arrived).
+    pub(super) fn is_busy(&self) -> bool {
+        // ORDERING: see `mark_idle`.
+        self.idle_since_ms.load(Ordering::Acquire) == BUSY
+    }
+
+    /// The connection holds `bytes` of the budget for a frame still arriving (0: none
+    /// any more, and they have been given back).
+    pub(super) fn hold_partial_frame(&self, bytes: usize) {
+        // ORDERING: Release, pairs with the Acquire load in `take_handed_over`: what
+        // was handed over (or given back) before 0 is stored is seen by the call that
+        // waits for it.
+        self.partial_frame.store(bytes, Ordering::Release);
+    }
+
+    /// What the connection's frame held, if it was closed to make room for another's
+    /// call: the bytes go to that call, not to whichever call asks first (a stream of
+    /// small steps would otherwise take them from a call that needs more at once).
+    pub(super) fn hand_over(&self, charge: Reservation) {
+        // ORDERING: see `cut_stalled_frame`, which stores it before closing the socket
+        // this thread has seen closed. A thread that ends its frame before the store
+        // gives its bytes back instead: the call that closed it then finds nothing
+        // handed over and takes them from the budget.
+        if self.cut_for_room.load(Ordering::Acquire) {
+            *self.lock_handed_over() = Some(charge);
+        }
+    }
+
+    /// Waits up to `at_most` for the connection's thread to hand over what its frame
+    /// held (it does once it sees its socket closed); `None` if it did not in time.
+    pub(super) fn take_handed_over(&self, at_most: Duration) -> Option<Reservation> {
+        let deadline = Instant::now() + at_most;
+        // ORDERING: see `hold_partial_frame`.
+        while self.partial_frame.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(1));
+        }
+        self.lock_handed_over().take()
+    }
+
+    fn lock_handed_over(&self) -> std::sync::MutexGuard<'_, Option<Reservation>> {
+        // One assignment or take under the lock: whole even if poisoned.
+        self.handed_over.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connection no longer waits for memory.
     pub(super) fn mark_unqueued(&self) {
         // ORDERING: see `mark_queued`.
         self.queued_since_ms.store(0, Ordering::Relaxed);
@@ -289,6 +341,9 @@ impl Shared {
             writing: AtomicBool::new(false),
             queued_since_ms: AtomicU64::new(0),
             handshaken: AtomicBool::new(false),
+            partial_frame: AtomicUsize::new(0),
+            cut_for_room: AtomicBool::new(false),
+            handed_over: Mutex::new(None),
             peer,
         });
         // ORDERING: only uniqueness matters.
@@ -316,7 +371,7 @@ impl Shared {
     /// waiting to read whose client has sent bytes its thread has not read yet is
     /// making progress (its thread is about to run), and is spared, unless no other is
     /// left and its handshake has not been answered yet. If none of those is left, the
-    /// connection that joined the line for memory last goes: it has waited least and
+    /// connection that began to wait for memory last goes: it has waited least and
     /// holds nothing.
     ///
     /// Connections from the address that holds the most are looked at first: a client
@@ -356,7 +411,7 @@ impl Shared {
         let candidates = candidates
             .into_iter()
             .map(|(_, since, id, live)| (since, id, live));
-        let newest_in_line = || {
+        let newest_waiting = || {
             let mut queued: Vec<(u64, u64, &Arc<Live>)> = all
                 .iter()
                 // ORDERING: see `Live::mark_queued`.
@@ -382,7 +437,7 @@ impl Shared {
         };
         candidates
             .chain(unanswered())
-            .chain(newest_in_line())
+            .chain(newest_waiting())
             .find_map(|(since, id, live)| {
                 // ORDERING: see `Live::mark_idle`.
                 live.idle_since_ms
@@ -390,5 +445,45 @@ impl Shared {
                     .ok()
                     .map(|_| id)
             })
+    }
+}
+
+impl Shared {
+    /// Closes the connection, other than `asking`, that has made no progress on the
+    /// frame it is reading for the longest (at least `stalled_ms`), so that the bytes
+    /// its frame holds come back to the budget; `None` if there is none. Such a
+    /// connection is the first to lose its room when memory is short: its client
+    /// holds memory and sends nothing. One whose client has sent more than its thread
+    /// has read (it waits for room itself) goes only after every one whose client sends
+    /// nothing: it may be closed too, or connections holding parts of frames could wait
+    /// for each other's room until their deadlines.
+    pub(super) fn cut_stalled_frame(&self, asking: &Live, stalled_ms: u64) -> Option<Arc<Live>> {
+        let now = self.now_ms();
+        let connections = self.lock_connections();
+        let mut stalled: Vec<(u64, &Arc<Live>)> = connections
+            .values()
+            .filter(|live| !std::ptr::eq(live.as_ref(), asking))
+            // ORDERING: see `Live::hold_partial_frame`; a first look, the
+            // compare-exchange below decides.
+            .filter(|live| live.partial_frame.load(Ordering::Acquire) > 0)
+            // ORDERING: see `Live::mark_idle`.
+            .map(|live| (live.idle_since_ms.load(Ordering::Acquire), live))
+            .filter(|&(since, _)| since < EVICTED && since.saturating_add(stalled_ms) <= now)
+            .collect();
+        stalled.sort_by_cached_key(|&(since, live)| (unread_bytes(&live.stream) > 0, since));
+        let (_, cut) = stalled.into_iter().find(|(since, live)| {
+            // ORDERING: see `Live::mark_idle`.
+            live.idle_since_ms
+                .compare_exchange(*since, EVICTED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        })?;
+        let cut = Arc::clone(cut);
+        drop(connections);
+        // ORDERING: Release, pairs with the Acquire in `Live::hand_over`, which its
+        // thread runs after it sees the socket closed below.
+        cut.cut_for_room.store(true, Ordering::Release);
+        let _ = cut.stream.shutdown(Shutdown::Both);
+        Counters::bump(&self.counters.frames_cut);
+        Some(cut)
     }
 }

@@ -63,23 +63,27 @@ pub struct ServerConfig {
     /// (default 1 MiB/s).
     pub min_transfer_rate: u64,
     /// How long a re-request waits for the outcome of a request still being processed,
-    /// or a call for room in the memory budget, before its connection is closed
-    /// (default 60 s).
+    /// or a call for room in the memory budget that none can be made for, before its
+    /// connection is closed (default 60 s).
     pub resend_timeout: Duration,
     /// The bytes the server may hold for frames being read, responses being produced
-    /// and written, and responses retained for resends (default 512 MiB). Once a
-    /// call's header has arrived, its frame's bytes and, for a new request,
-    /// `response_reserve` bytes for its response are counted before any is read or the
-    /// handler runs. A call that does not fit waits in line (the first in line evicts
-    /// sessions without a connection whose response holds 64 KiB or more, however
-    /// recently they lost it) up to `resend_timeout`; calls of up to 64 KiB go ahead
-    /// of the line when they fit, and a client that sends its next call before reading
-    /// its answer does not wait at all. A call that gets no room closes its connection
-    /// (the client retries later; nothing was read or run). A frame longer than the
-    /// budget is always refused. A retained response is never dropped from a live
-    /// session to make room; ending a session frees it at once. Responses are written
-    /// from where they are retained, never copied. Not counted: a fixed 8 KiB read
-    /// buffer per connection.
+    /// and written, and responses retained for resends (default 512 MiB). Bytes are
+    /// counted when they are held: a frame's 64 KiB at a time, each step just before it
+    /// is read (never its announced length), and, for a new request,
+    /// `response_reserve` bytes for its response with the frame's last step, before the
+    /// handler runs. Calls that wait for room are served first fit in arrival order: a
+    /// call that fits is never held up by one that does not. The one that has waited
+    /// longest makes room: first the connection that has made no progress on the frame
+    /// it is reading for the longest (at least a step's time at `min_transfer_rate`) is
+    /// closed and its bytes handed to the call; then sessions without a connection that
+    /// hold a response are evicted, longest detached first, however recently they lost
+    /// it. Only when neither is left does the call wait on, up to
+    /// `resend_timeout`, and then its connection is closed (the client retries later;
+    /// nothing was run). A frame that cannot fit with its response's room even in an
+    /// empty budget is refused at once. A retained response is never dropped from a
+    /// session with a connection to make room; ending a session frees it at once.
+    /// Responses are written from where they are retained, never copied. Not counted:
+    /// a fixed 8 KiB read buffer per connection.
     pub memory_budget: usize,
     /// The bytes counted for a request's response before its handler runs, beyond its
     /// frame's (default 1 MiB): set it to the largest response the handler returns for
