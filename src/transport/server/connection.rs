@@ -128,19 +128,27 @@ struct Timed<'a> {
 
 impl Read for Timed<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let timeout = match self.wait {
-            Wait::For(d) => d,
-            Wait::Until(deadline) => deadline.saturating_duration_since(Instant::now()),
-        };
-        if timeout.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
+        loop {
+            let timeout = match self.wait {
+                Wait::For(d) => d,
+                Wait::Until(deadline) => deadline.saturating_duration_since(Instant::now()),
+            };
+            if timeout.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            if self.timeout_set != Some(timeout) {
+                self.stream.set_read_timeout(Some(timeout))?;
+                self.timeout_set = Some(timeout);
+            }
+            let mut stream = self.stream;
+            match stream.read(buf) {
+                // A signal delivered to this thread, not the client: the kernel does
+                // not restart a read with a timeout (SO_RCVTIMEO), so read again
+                // (within the same deadline) rather than close a healthy connection.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                read => return read,
+            }
         }
-        if self.timeout_set != Some(timeout) {
-            self.stream.set_read_timeout(Some(timeout))?;
-            self.timeout_set = Some(timeout);
-        }
-        let mut stream = self.stream;
-        stream.read(buf)
     }
 }
 
@@ -598,5 +606,58 @@ fn reason_kind(reason: CloseReason) -> &'static str {
         CloseReason::ResendTimedOut => "close: resend timed out",
         CloseReason::HandlerPanicked => "close: handler panicked",
         CloseReason::Io => "close: i/o",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::os::unix::thread::JoinHandleExt;
+    use std::sync::mpsc;
+    use std::thread;
+
+    extern "C" fn ignore(_: libc::c_int) {}
+
+    /// A signal that interrupts a connection thread's read (a handler installed without
+    /// `SA_RESTART`, as a debugger's or a signal crate's may be) is not the client
+    /// closing: the read goes on and gets the client's bytes.
+    #[test]
+    #[cfg_attr(miri, ignore = "signals and sockets are outside Miri")]
+    fn a_read_interrupted_by_a_signal_goes_on() {
+        // SAFETY: a handler that does nothing, for a signal nothing else in the test
+        // process uses; no SA_RESTART, so the blocked read returns EINTR.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = ignore as extern "C" fn(libc::c_int) as usize;
+            assert_eq!(
+                libc::sigaction(libc::SIGUSR2, &action, std::ptr::null_mut()),
+                0
+            );
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let (blocked, is_blocked) = mpsc::channel();
+        let reader = thread::spawn(move || {
+            let mut timed = Timed {
+                stream: &server,
+                wait: Wait::For(Duration::from_secs(10)),
+                timeout_set: None,
+            };
+            let mut buf = [0; 4];
+            blocked.send(()).unwrap();
+            // One read, as `BufReader::fill_buf` makes (`read_exact` would retry itself).
+            timed.read(&mut buf).map(|n| buf[..n].to_vec())
+        });
+        is_blocked.recv().unwrap();
+        thread::sleep(Duration::from_millis(50));
+        // SAFETY: the reader thread is alive (it waits for our bytes) and its handle
+        // is joined below.
+        let sent = unsafe { libc::pthread_kill(reader.as_pthread_t(), libc::SIGUSR2) };
+        assert_eq!(sent, 0);
+        thread::sleep(Duration::from_millis(50));
+        client.write_all(b"ping").unwrap();
+        assert_eq!(reader.join().unwrap().unwrap(), b"ping");
     }
 }
