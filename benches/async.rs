@@ -11,6 +11,12 @@
 //!    alone, the cost a publisher pays when nobody waits.
 //! 3. `mechanism/*`: one thread, notifying nobody, and listen + notify + drop once,
 //!    with `event-listener` and with tokio's `Notify`, beside the bit test.
+//! 4. `settled/*`: one iteration awaits a request that is settled already, in a tokio
+//!    task (`wait_async`, under tokio's cooperative budget) and outside any runtime
+//!    (`wait_async_no_runtime`), beside `try_get`, the same read without a future.
+//! 5. `must_park/async`: one iteration is a wait that must register: on a
+//!    current-thread runtime a waiter awaits request `m` while another task yields 16
+//!    times and only then publishes it; the iteration lasts until the waiter has it.
 //!
 //! `cargo bench --features tokio --bench async`.
 
@@ -279,5 +285,72 @@ fn mechanism(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, async_handoff, async_publish, mechanism);
+fn settled(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("settled");
+    let s = Arc::new(SessionState::<u64>::new());
+    process(&s, 1).publish(7);
+    group.bench_function("try_get", |b| {
+        b.iter(|| black_box(s.try_get(nr(1)).expect("settled")))
+    });
+    group.bench_function("wait_async", |b| {
+        b.iter_custom(|n| {
+            let s = Arc::clone(&s);
+            let task = rt.spawn(async move {
+                let began = Instant::now();
+                for _ in 0..n {
+                    black_box(s.wait_async(nr(1)).await.expect("settled"));
+                }
+                began.elapsed()
+            });
+            rt.block_on(task).expect("the loop finishes")
+        })
+    });
+    group.bench_function("wait_async_no_runtime", |b| {
+        b.iter(|| black_box(futures_lite::future::block_on(s.wait_async(nr(1))).expect("settled")))
+    });
+    group.finish();
+}
+
+/// Yields of the publishing task before it publishes: more than a wait yields before it
+/// registers, so that the wait must register and be woken.
+const PUBLISHER_YIELDS: usize = 16;
+
+fn must_park(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a tokio runtime");
+    let mut group = c.benchmark_group("must_park");
+    group.bench_function("async", |b| {
+        b.iter_custom(|n| {
+            rt.block_on(async {
+                let s = Arc::new(SessionState::<u64>::new());
+                let began = Instant::now();
+                for m in 1..=n {
+                    let guard = process(&s, m);
+                    let waiter = tokio::spawn({
+                        let s = Arc::clone(&s);
+                        async move { black_box(s.wait_async(nr(m)).await.expect("a response")) }
+                    });
+                    for _ in 0..PUBLISHER_YIELDS {
+                        tokio::task::yield_now().await;
+                    }
+                    guard.publish(7);
+                    waiter.await.expect("the waiter returns");
+                }
+                began.elapsed()
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    async_handoff,
+    async_publish,
+    mechanism,
+    settled,
+    must_park
+);
 criterion_main!(benches);
