@@ -1,5 +1,9 @@
 //! The lock-free session state, the triage and its processing guard.
 
+mod owned;
+
+pub use owned::{OwnedProcessGuard, OwnedTriage};
+
 use crate::request::RequestNr;
 use crate::slot::{CountedSlot, Slot};
 use crate::state::{Refusal, StateWord, Word};
