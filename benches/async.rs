@@ -11,9 +11,11 @@
 //!    alone, the cost a publisher pays when nobody waits.
 //! 3. `mechanism/*`: one thread, notifying nobody, and listen + notify + drop once,
 //!    with `event-listener` and with tokio's `Notify`, beside the bit test.
-//! 4. `settled/*`: one iteration awaits a request that is settled already, in a tokio
-//!    task (`wait_async`, under tokio's cooperative budget) and outside any runtime
-//!    (`wait_async_no_runtime`), beside `try_get`, the same read without a future.
+//! 4. `settled/*`: one iteration awaits a request that is settled already: one poll
+//!    outside any runtime (`wait_async_polled_once`), and in a loop in a tokio task,
+//!    with tokio's cooperative budget lifted (`wait_async_in_task_unconstrained`: the
+//!    budget's bookkeeping alone) and in force (`wait_async_in_task`: the loop yields to
+//!    the runtime once a budget is spent); beside `try_get`, the read without a future.
 //! 5. `must_park/async`: one iteration is a wait that must register: on a
 //!    current-thread runtime a waiter awaits request `m` while another task yields 16
 //!    times and only then publishes it; the iteration lasts until the waiter has it.
@@ -30,8 +32,10 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use exactly_once::{ProcessGuard, RequestNr, SessionState, Triage};
 use std::future::Future;
 use std::hint::black_box;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 use tokio_seed::TokioSeed;
@@ -285,6 +289,38 @@ fn mechanism(c: &mut Criterion) {
     group.finish();
 }
 
+/// `n` awaits of a settled request in a loop, in one task on `rt`; `unconstrained`
+/// lifts tokio's cooperative budget (the loop then never yields, but each poll still
+/// looks the budget up).
+fn settled_waits(
+    rt: &Runtime,
+    s: &Arc<SessionState<u64>>,
+    n: u64,
+    unconstrained: bool,
+) -> Duration {
+    let s = Arc::clone(s);
+    let waits = async move {
+        let began = Instant::now();
+        for _ in 0..n {
+            black_box(s.wait_async(nr(1)).await.expect("settled"));
+        }
+        began.elapsed()
+    };
+    let task = if unconstrained {
+        rt.spawn(tokio::task::coop::unconstrained(waits))
+    } else {
+        rt.spawn(waits)
+    };
+    rt.block_on(task).expect("the loop finishes")
+}
+
+/// A waker for a poll that is ready at once (`Waker::noop` is newer than the MSRV).
+struct NoWake;
+
+impl Wake for NoWake {
+    fn wake(self: Arc<Self>) {}
+}
+
 fn settled(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("settled");
@@ -293,21 +329,22 @@ fn settled(c: &mut Criterion) {
     group.bench_function("try_get", |b| {
         b.iter(|| black_box(s.try_get(nr(1)).expect("settled")))
     });
-    group.bench_function("wait_async", |b| {
-        b.iter_custom(|n| {
-            let s = Arc::clone(&s);
-            let task = rt.spawn(async move {
-                let began = Instant::now();
-                for _ in 0..n {
-                    black_box(s.wait_async(nr(1)).await.expect("settled"));
-                }
-                began.elapsed()
-            });
-            rt.block_on(task).expect("the loop finishes")
+    group.bench_function("wait_async_polled_once", |b| {
+        let waker = Waker::from(Arc::new(NoWake));
+        let mut cx = Context::from_waker(&waker);
+        b.iter(|| {
+            let mut wait = s.wait_async(nr(1));
+            match Pin::new(&mut wait).poll(&mut cx) {
+                Poll::Ready(outcome) => black_box(outcome.expect("settled")),
+                Poll::Pending => panic!("a settled wait is ready at once"),
+            }
         })
     });
-    group.bench_function("wait_async_no_runtime", |b| {
-        b.iter(|| black_box(futures_lite::future::block_on(s.wait_async(nr(1))).expect("settled")))
+    group.bench_function("wait_async_in_task_unconstrained", |b| {
+        b.iter_custom(|n| settled_waits(&rt, &s, n, true))
+    });
+    group.bench_function("wait_async_in_task", |b| {
+        b.iter_custom(|n| settled_waits(&rt, &s, n, false))
     });
     group.finish();
 }
