@@ -177,9 +177,10 @@ impl Registration {
         #[cfg(feature = "tokio")]
         let budget = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         let outcome = self.poll_unbudgeted(session, cx);
+        // Only a poll that returns the outcome spends its unit: on `Pending` (the
+        // yields before registering included) `budget` gives it back when dropped.
         if outcome.is_ready() {
             self.finished = true;
-            // A pending poll gives its unit of budget back (on drop).
             #[cfg(feature = "tokio")]
             budget.made_progress();
         }
