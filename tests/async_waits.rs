@@ -427,6 +427,18 @@ mod with_tokio {
         assert_eq!(Instant::now() - began, ten);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_timeout_too_long_to_represent_never_fires() {
+        let s = Arc::new(Session::new());
+        let guard = process(&s, 1);
+        let waiting = tokio::spawn(s.wait_async_owned_timeout(nr(1), Duration::MAX));
+        tokio::time::sleep(STILL_WAITING).await;
+        assert!(!waiting.is_finished(), "returned before the publish");
+        guard.publish(response(1));
+        let outcome = tokio::time::timeout(GENEROUS, waiting).await.unwrap();
+        assert_eq!(outcome.unwrap().as_deref(), Ok(&response(1)));
+    }
+
     /// tokio's budget is 128 polls a turn; any bound well below the loop's length shows
     /// that the loop yields.
     const YIELDS_WITHIN: u32 = 1_000;
