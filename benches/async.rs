@@ -11,6 +11,14 @@
 //!    alone, the cost a publisher pays when nobody waits.
 //! 3. `mechanism/*`: one thread, notifying nobody, and listen + notify + drop once,
 //!    with `event-listener` and with tokio's `Notify`, beside the bit test.
+//! 4. `settled/*`: one iteration awaits a request that is settled already: one poll
+//!    outside any runtime (`wait_async_polled_once`), and in a loop in a tokio task,
+//!    with tokio's cooperative budget lifted (`wait_async_in_task_unconstrained`: the
+//!    budget's bookkeeping alone) and in force (`wait_async_in_task`: the loop yields to
+//!    the runtime once a budget is spent); beside `try_get`, the read without a future.
+//! 5. `must_park/async`: one iteration is a wait that must register: on a
+//!    current-thread runtime a waiter awaits request `m` while another task yields 16
+//!    times and only then publishes it; the iteration lasts until the waiter has it.
 //!
 //! `cargo bench --features tokio --bench async`.
 
@@ -24,8 +32,10 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use exactly_once::{ProcessGuard, RequestNr, SessionState, Triage};
 use std::future::Future;
 use std::hint::black_box;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 use tokio_seed::TokioSeed;
@@ -279,5 +289,105 @@ fn mechanism(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, async_handoff, async_publish, mechanism);
+/// `n` awaits of a settled request in a loop, in one task on `rt`; `unconstrained`
+/// lifts tokio's cooperative budget (the loop then never yields, but each poll still
+/// looks the budget up).
+fn settled_waits(
+    rt: &Runtime,
+    s: &Arc<SessionState<u64>>,
+    n: u64,
+    unconstrained: bool,
+) -> Duration {
+    let s = Arc::clone(s);
+    let waits = async move {
+        let began = Instant::now();
+        for _ in 0..n {
+            black_box(s.wait_async(nr(1)).await.expect("settled"));
+        }
+        began.elapsed()
+    };
+    let task = if unconstrained {
+        rt.spawn(tokio::task::coop::unconstrained(waits))
+    } else {
+        rt.spawn(waits)
+    };
+    rt.block_on(task).expect("the loop finishes")
+}
+
+/// A waker for a poll that is ready at once (`Waker::noop` is newer than the MSRV).
+struct NoWake;
+
+impl Wake for NoWake {
+    fn wake(self: Arc<Self>) {}
+}
+
+fn settled(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("settled");
+    let s = Arc::new(SessionState::<u64>::new());
+    process(&s, 1).publish(7);
+    group.bench_function("try_get", |b| {
+        b.iter(|| black_box(s.try_get(nr(1)).expect("settled")))
+    });
+    group.bench_function("wait_async_polled_once", |b| {
+        let waker = Waker::from(Arc::new(NoWake));
+        let mut cx = Context::from_waker(&waker);
+        b.iter(|| {
+            let mut wait = s.wait_async(nr(1));
+            match Pin::new(&mut wait).poll(&mut cx) {
+                Poll::Ready(outcome) => black_box(outcome.expect("settled")),
+                Poll::Pending => panic!("a settled wait is ready at once"),
+            }
+        })
+    });
+    group.bench_function("wait_async_in_task_unconstrained", |b| {
+        b.iter_custom(|n| settled_waits(&rt, &s, n, true))
+    });
+    group.bench_function("wait_async_in_task", |b| {
+        b.iter_custom(|n| settled_waits(&rt, &s, n, false))
+    });
+    group.finish();
+}
+
+/// Yields of the publishing task before it publishes: more than a wait yields before it
+/// registers, so that the wait must register and be woken.
+const PUBLISHER_YIELDS: usize = 16;
+
+fn must_park(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a tokio runtime");
+    let mut group = c.benchmark_group("must_park");
+    group.bench_function("async", |b| {
+        b.iter_custom(|n| {
+            rt.block_on(async {
+                let s = Arc::new(SessionState::<u64>::new());
+                let began = Instant::now();
+                for m in 1..=n {
+                    let guard = process(&s, m);
+                    let waiter = tokio::spawn({
+                        let s = Arc::clone(&s);
+                        async move { black_box(s.wait_async(nr(m)).await.expect("a response")) }
+                    });
+                    for _ in 0..PUBLISHER_YIELDS {
+                        tokio::task::yield_now().await;
+                    }
+                    guard.publish(7);
+                    waiter.await.expect("the waiter returns");
+                }
+                began.elapsed()
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    async_handoff,
+    async_publish,
+    mechanism,
+    settled,
+    must_park
+);
 criterion_main!(benches);

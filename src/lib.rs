@@ -31,7 +31,8 @@
 //! | (none) | always | [`SessionState`]: `triage`, `wait`, `wait_timeout`, `try_get` | the state machine alone: no `tracing`, no networking |
 //! | `transport` | on | `exactly_once::transport::{Server, Client}` | MUSCLE3's MCP over TCP, a thread per connection; `tracing` |
 //! | `async` | off | `SessionState::wait_async` | a future that waits for a response; `event-listener` |
-//! | `tokio` | off (implies `async`) | `SessionState::wait_async_timeout` | deadline waits on tokio's timer |
+//! | `tokio` | off (implies `async`) | `SessionState::wait_async_timeout` | deadline waits on tokio's timer and clock; tokio's cooperative budget |
+//! | `futures` | off (implies `async`) | `futures_core::FusedFuture` for the wait futures | `futures::select!` without `.fuse()`; `futures-core` |
 //! | `tower` | off (implies `async`, `tokio`) | `exactly_once::tower` | a `tower` layer giving a service exactly-once numbered requests |
 //!
 //! The state machine alone, for a server of your own:
@@ -64,10 +65,14 @@ mod wait;
 
 pub use error::{InvalidRequestNr, SetResponseError, TryGetError, WaitError, WaitTimeoutError};
 pub use request::RequestNr;
-pub use session::{Phase, ProcessGuard, SessionState, Status, Triage};
+pub use session::{
+    OwnedProcessGuard, OwnedTriage, Phase, ProcessGuard, SessionState, Status, Triage,
+};
 pub use slot::{ArcSwapSlot, CountedSlot, Slot};
 #[doc(hidden)]
 pub use sync::planted_bugs;
+#[cfg(feature = "tokio")]
+pub use wait::future::TokioDeadline;
 #[cfg(feature = "async")]
 pub use wait::future::{DeadlineFuture, DeadlineWait, OwnedWaitFuture, WaitFuture};
 

@@ -1,5 +1,9 @@
 //! The lock-free session state, the triage and its processing guard.
 
+mod owned;
+
+pub use owned::{OwnedProcessGuard, OwnedTriage};
+
 use crate::request::RequestNr;
 use crate::slot::{CountedSlot, Slot};
 use crate::state::{Refusal, StateWord, Word};
@@ -49,6 +53,9 @@ pub enum Triage<'s, T, S: Slot<T> = CountedSlot<T>> {
 /// The right, and the duty, to settle one request: [`complete`](Self::complete) it with
 /// a response or [`abandon`](Self::abandon) it. Dropping the guard, also by a panic
 /// unwinding through the handler, abandons the request and wakes every waiter.
+///
+/// It borrows its session; [`SessionState::triage_owned`] hands out an
+/// [`OwnedProcessGuard`] that holds it by `Arc`, to move into a spawned task.
 #[must_use = "dropping the guard abandons the request"]
 pub struct ProcessGuard<'s, T, S: Slot<T> = CountedSlot<T>> {
     session: &'s SessionState<T, S>,

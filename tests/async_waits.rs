@@ -325,7 +325,8 @@ fn the_futures_are_send_and_the_owned_ones_static() {
 #[cfg(feature = "tokio")]
 mod with_tokio {
     use super::*;
-    use std::time::Instant;
+    use std::pin::pin;
+    use tokio::time::Instant;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn owned_waits_run_in_spawned_tasks_and_see_the_response() {
@@ -373,6 +374,118 @@ mod with_tokio {
         );
     }
 
+    #[test]
+    fn the_tokio_deadline_forms_are_made_outside_a_runtime_and_need_one_only_to_wait() {
+        let s = Arc::new(Session::new());
+        let guard = process(&s, 1);
+        // Made outside any runtime: no timer yet, so no panic.
+        let pending = s.wait_async_timeout(nr(1), GENEROUS);
+        let owned = s.wait_async_owned_until(nr(1), Instant::now() + GENEROUS);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .unwrap();
+        thread::scope(|scope| {
+            settle_later(scope, guard, true);
+            // `block_on` of the future itself, not of an `async` block around it.
+            assert_eq!(rt.block_on(pending).as_deref(), Ok(&response(1)));
+        });
+        assert_eq!(rt.block_on(owned).as_deref(), Ok(&response(1)));
+        // A settled outcome never touches the timer: no runtime needed at all.
+        let settled = block_on(s.wait_async_timeout(nr(1), GENEROUS));
+        assert_eq!(settled.as_deref(), Ok(&response(1)));
+    }
+
+    #[test]
+    #[should_panic(expected = "runtime")]
+    fn a_tokio_deadline_wait_that_has_to_wait_outside_a_runtime_panics() {
+        let s = Session::new();
+        let _guard = process(&s, 1);
+        let _ = block_on(s.wait_async_timeout(nr(1), GENEROUS));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadlines_are_on_tokios_clock_so_a_paused_clock_drives_them() {
+        let s = Arc::new(Session::new());
+        let _guard = process(&s, 1);
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        let began = Instant::now();
+        let ten = Duration::from_secs(10);
+        let mut until = pin!(s.wait_async_until(nr(1), began + ten));
+        let mut timeout = pin!(s.wait_async_timeout(nr(1), ten));
+        let owned = tokio::spawn(s.wait_async_owned_timeout(nr(1), ten));
+        tokio::time::advance(ten - Duration::from_millis(1)).await;
+        assert!(poll_once(&mut until).await.is_none(), "timed out early");
+        assert!(poll_once(&mut timeout).await.is_none(), "timed out early");
+        assert!(!owned.is_finished(), "timed out early");
+        // Nothing else to do: the paused clock jumps to the deadline.
+        assert_eq!(until.await, Err(WaitTimeoutError::TimedOut));
+        assert_eq!(Instant::now() - began, ten);
+        assert_eq!(timeout.await, Err(WaitTimeoutError::TimedOut));
+        assert_eq!(owned.await.unwrap(), Err(WaitTimeoutError::TimedOut));
+        assert_eq!(Instant::now() - began, ten);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_timeout_too_long_to_represent_never_fires() {
+        let s = Arc::new(Session::new());
+        let guard = process(&s, 1);
+        let waiting = tokio::spawn(s.wait_async_owned_timeout(nr(1), Duration::MAX));
+        tokio::time::sleep(STILL_WAITING).await;
+        assert!(!waiting.is_finished(), "returned before the publish");
+        guard.publish(response(1));
+        let outcome = tokio::time::timeout(GENEROUS, waiting).await.unwrap();
+        assert_eq!(outcome.unwrap().as_deref(), Ok(&response(1)));
+    }
+
+    /// tokio's budget is 128 polls a turn; any bound well below the loop's length shows
+    /// that the loop yields.
+    const YIELDS_WITHIN: u32 = 1_000;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_loop_of_settled_waits_spends_tokios_budget_and_lets_another_task_run() {
+        let s = Arc::new(Session::new());
+        process(&s, 1).publish(response(1));
+        let looping = tokio::spawn(async move {
+            // Queued behind this task on the one thread: it runs only if this yields.
+            let other = tokio::spawn(async {});
+            for waits in 0..100_000 {
+                if other.is_finished() {
+                    return Some(waits);
+                }
+                let outcome = match waits % 3 {
+                    0 => s.wait_async(nr(1)).await.map_err(WaitTimeoutError::from),
+                    1 => s
+                        .wait_async_owned(nr(1))
+                        .await
+                        .map_err(WaitTimeoutError::from),
+                    _ => s.wait_async_timeout(nr(1), GENEROUS).await,
+                };
+                assert_eq!(outcome.as_deref(), Ok(&response(1)));
+            }
+            None
+        });
+        let waits = looping.await.unwrap();
+        let waits = waits.expect("100,000 settled waits in a row never let another task run");
+        assert!(waits <= YIELDS_WITHIN, "yielded only after {waits} waits");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn unconstrained_lifts_the_budget() {
+        let s = Arc::new(Session::new());
+        process(&s, 1).publish(response(1));
+        let looping = tokio::spawn(tokio::task::coop::unconstrained(async move {
+            let other = tokio::spawn(async {});
+            // Far past one budget (128 polls), few enough for Miri.
+            for _ in 0..YIELDS_WITHIN {
+                assert_eq!(s.wait_async(nr(1)).await.as_deref(), Ok(&response(1)));
+            }
+            other.is_finished()
+        }));
+        assert!(!looping.await.unwrap(), "an unconstrained loop yielded");
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn a_select_that_drops_the_wait_leaves_the_session_usable() {
         let s = Session::new();
@@ -397,4 +510,42 @@ fn the_async_waiters_add_one_pointer_and_the_session_stays_within_32_bytes() {
         std::mem::size_of::<Session>()
     );
     assert!(std::mem::size_of::<ArcSwapSessionState<Response>>() <= 32);
+}
+
+#[cfg(feature = "futures")]
+mod fused {
+    use super::*;
+    use futures_core::FusedFuture;
+
+    #[test]
+    fn a_wait_is_terminated_once_it_has_returned_its_outcome() {
+        let s = Arc::new(Session::new());
+        let guard = process(&s, 1);
+        let mut wait = s.wait_async(nr(1));
+        let mut owned = s.wait_async_owned(nr(1));
+        assert!(block_on(poll_once(&mut wait)).is_none());
+        assert!(!wait.is_terminated() && !owned.is_terminated());
+        guard.publish(response(1));
+        assert_eq!(block_on(&mut wait).as_deref(), Ok(&response(1)));
+        assert_eq!(block_on(&mut owned).as_deref(), Ok(&response(1)));
+        assert!(wait.is_terminated() && owned.is_terminated());
+    }
+
+    #[test]
+    fn a_deadline_wait_is_terminated_once_settled_or_timed_out() {
+        let s = Session::new();
+        let guard = process(&s, 1);
+        let mut timed_out = Box::pin(s.wait_async_with_timer(nr(1), std::future::ready(())));
+        assert!(!timed_out.is_terminated());
+        assert_eq!(
+            block_on(timed_out.as_mut()),
+            Err(WaitTimeoutError::TimedOut)
+        );
+        assert!(timed_out.is_terminated());
+        guard.publish(response(1));
+        let mut settled = Box::pin(s.wait_async_with_timer(nr(1), std::future::pending::<()>()));
+        assert!(!settled.is_terminated());
+        assert_eq!(block_on(settled.as_mut()).as_deref(), Ok(&response(1)));
+        assert!(settled.is_terminated());
+    }
 }

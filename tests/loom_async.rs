@@ -9,12 +9,12 @@
 #![allow(missing_docs)]
 
 use exactly_once::planted_bugs::{plant, Bug};
-use exactly_once::{ProcessGuard, RequestNr, SessionState, Triage, WaitError};
+use exactly_once::{OwnedTriage, ProcessGuard, RequestNr, SessionState, Triage, WaitError};
 use futures_lite::future::poll_once;
 use loom::future::block_on;
 use loom::thread;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 type Session = SessionState<u32>;
 
@@ -118,6 +118,45 @@ fn blocking_and_async_waiter_on_one_session() {
             assert_eq!(blocking.join().unwrap(), Ok(7));
             processor.join().unwrap();
         });
+    });
+}
+
+/// The owned guard, moved to the processor's thread: its publish and its drop (which
+/// abandons) wake the waiter as the borrowed guard's do.
+fn async_waiter_racing_an_owned_guard(publishes: bool) {
+    loom::model(move || {
+        let s = Arc::new(Session::new());
+        let OwnedTriage::Process(guard) = s.triage_owned(nr(1)) else {
+            panic!("first triage must process")
+        };
+        let processor = thread::spawn(move || {
+            if publishes {
+                guard.publish(7);
+            } else {
+                drop(guard);
+            }
+        });
+        let expected = if publishes {
+            Ok(7)
+        } else {
+            Err(WaitError::Abandoned)
+        };
+        assert_eq!(block_on(s.wait_async(nr(1))).map(|r| *r), expected);
+        processor.join().unwrap();
+    });
+}
+
+#[test]
+fn an_async_waiter_racing_an_owned_guard_gets_its_response() {
+    passes_and_catches(Bug::AsyncSkipMark, || {
+        async_waiter_racing_an_owned_guard(true)
+    });
+}
+
+#[test]
+fn an_async_waiter_racing_a_dropped_owned_guard_gets_abandoned() {
+    passes_and_catches(Bug::AsyncSkipMark, || {
+        async_waiter_racing_an_owned_guard(false)
     });
 }
 

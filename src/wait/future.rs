@@ -32,6 +32,15 @@
 //! wait's short spin, and it is what makes the hand-off several times faster than the
 //! seed on tokio's `Mutex` + `Notify`.
 //!
+//! The yields were measured against registering at once (`async_handoff/async` and
+//! `must_park/async` of `benches/async.rs`, the two builds run alternately, AMD EPYC,
+//! 2 vCPUs shared with other builds): without them the hand-off between two tokio
+//! tasks took 1.07 and 1.27 µs against 0.42 and 0.47 µs with them, and a wait that must
+//! register on a current-thread runtime 4.7 and 4.4 µs against 6.4 and 7.6 µs (3 yields
+//! instead of 8 differed from 8 by less than the noise). A wait that must park pays
+//! its yields once, about a microsecond; a hand-off that registers pays a notification
+//! and the wake of an idle worker on every round. So the yields stay.
+//!
 //! # Why `event-listener`
 //!
 //! Measured with the `mechanism` group of `benches/async.rs` (one thread, Intel Xeon,
@@ -61,9 +70,25 @@
 //! `futures_timer::Delay`, …): a settled outcome wins over a timer that fires at the
 //! same time, and an expired timer yields [`WaitTimeoutError::TimedOut`]. With the
 //! `tokio` feature, [`wait_async_until`](SessionState::wait_async_until) and
-//! [`wait_async_timeout`](SessionState::wait_async_timeout) take an `Instant` or a
-//! `Duration` and use tokio's timer (they must be polled inside a tokio runtime with
-//! its time driver enabled).
+//! [`wait_async_timeout`](SessionState::wait_async_timeout) take a
+//! `tokio::time::Instant` or a `Duration` and use tokio's timer and clock (a paused
+//! clock drives them). They make their timer on the first poll that finds the request
+//! pending, so creating one needs no runtime; a wait that has to wait must be polled
+//! inside a tokio runtime with its time driver enabled.
+//!
+//! # tokio's cooperative budget
+//!
+//! With the `tokio` feature every poll of a wait takes a unit of the task's budget, as
+//! tokio's own channels and locks do: a task that awaits settled outcomes in a loop
+//! yields to its runtime once its budget is spent instead of starving the other tasks
+//! of its worker. A poll that returns `Pending` gives its unit back. Outside a tokio
+//! runtime the budget is unlimited; `tokio::task::coop::unconstrained` lifts it.
+//!
+//! # `futures::select!`
+//!
+//! With the `futures` feature the futures implement `futures_core::FusedFuture`: a
+//! future that has returned its outcome says it is terminated, so `futures::select!`
+//! takes them without `.fuse()`.
 
 use crate::error::{WaitError, WaitTimeoutError};
 use crate::request::RequestNr;
@@ -119,6 +144,8 @@ struct Registration {
     listener: Option<EventListener>,
     /// Polls left that yield to the executor instead of registering.
     yields_left: u8,
+    /// The outcome has been returned: the future is spent (`FusedFuture`).
+    finished: bool,
 }
 
 /// How many times a pending wait yields to its executor (waking itself at once)
@@ -134,12 +161,35 @@ impl Registration {
             m: m.get(),
             listener: None,
             yields_left: YIELDS_BEFORE_REGISTERING,
+            finished: false,
         }
+    }
+
+    /// The outcome of the request once settled, counted against tokio's cooperative
+    /// budget (feature `tokio`): a task whose budget is spent yields here, as it would
+    /// in tokio's own primitives, even when the outcome is known already; outside a
+    /// tokio runtime the budget is unlimited.
+    fn poll<T, S: Slot<T>>(
+        &mut self,
+        session: &SessionState<T, S>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Arc<T>, WaitTimeoutError>> {
+        #[cfg(feature = "tokio")]
+        let budget = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+        let outcome = self.poll_unbudgeted(session, cx);
+        // Only a poll that returns the outcome spends its unit: on `Pending` (the
+        // yields before registering included) `budget` gives it back when dropped.
+        if outcome.is_ready() {
+            self.finished = true;
+            #[cfg(feature = "tokio")]
+            budget.made_progress();
+        }
+        outcome
     }
 
     /// The outcome of the request once settled; otherwise registers (or stays
     /// registered) to be woken by the transition that changes the word.
-    fn poll<T, S: Slot<T>>(
+    fn poll_unbudgeted<T, S: Slot<T>>(
         &mut self,
         session: &SessionState<T, S>,
         cx: &mut Context<'_>,
@@ -178,6 +228,7 @@ impl Registration {
         session: &SessionState<T, S>,
     ) -> Result<Arc<T>, WaitTimeoutError> {
         self.leave(session);
+        self.finished = true;
         // Not `settled_now` (it may park at a closed door): a response behind a
         // closed door is about to be gone, and the deadline has passed.
         match session.look_now(self.m) {
@@ -209,6 +260,7 @@ mod sealed {
             cx: &mut Context<'_>,
         ) -> Poll<Result<Arc<Self::Response>, WaitTimeoutError>>;
         fn outcome_at_deadline(&mut self) -> Result<Arc<Self::Response>, WaitTimeoutError>;
+        fn is_finished(&self) -> bool;
     }
 
     impl<T, S: Slot<T>> Sealed for WaitFuture<'_, T, S> {
@@ -219,6 +271,9 @@ mod sealed {
         fn outcome_at_deadline(&mut self) -> Result<Arc<T>, WaitTimeoutError> {
             self.registration.outcome_at_deadline(self.session)
         }
+        fn is_finished(&self) -> bool {
+            self.registration.finished
+        }
     }
 
     impl<T, S: Slot<T>> Sealed for OwnedWaitFuture<T, S> {
@@ -228,6 +283,9 @@ mod sealed {
         }
         fn outcome_at_deadline(&mut self) -> Result<Arc<T>, WaitTimeoutError> {
             self.registration.outcome_at_deadline(&self.session)
+        }
+        fn is_finished(&self) -> bool {
+            self.registration.finished
         }
     }
 }
@@ -283,6 +341,29 @@ impl<W: DeadlineWait, D: Future> Future for DeadlineFuture<W, D> {
             Poll::Ready(_) => Poll::Ready(this.wait.outcome_at_deadline()),
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+/// `futures::select!` takes these without `.fuse()` (feature `futures`): a future that
+/// has returned its outcome says it is terminated.
+#[cfg(feature = "futures")]
+impl<T, S: Slot<T>> futures_core::FusedFuture for WaitFuture<'_, T, S> {
+    fn is_terminated(&self) -> bool {
+        self.registration.finished
+    }
+}
+
+#[cfg(feature = "futures")]
+impl<T, S: Slot<T>> futures_core::FusedFuture for OwnedWaitFuture<T, S> {
+    fn is_terminated(&self) -> bool {
+        self.registration.finished
+    }
+}
+
+#[cfg(feature = "futures")]
+impl<W: DeadlineWait, D: Future> futures_core::FusedFuture for DeadlineFuture<W, D> {
+    fn is_terminated(&self) -> bool {
+        sealed::Sealed::is_finished(&self.wait)
     }
 }
 
@@ -365,46 +446,144 @@ impl<T, S: Slot<T>> SessionState<T, S> {
 
 /// # Async waits with tokio's timer
 ///
-/// These need the `tokio` feature and must be polled inside a tokio runtime whose time
-/// driver is enabled.
+/// These need the `tokio` feature. The deadline is on tokio's clock
+/// ([`tokio::time::Instant`]), so a runtime whose clock is paused
+/// (`tokio::time::pause`, `#[tokio::test(start_paused = true)]`) drives it like any
+/// `tokio::time::sleep`.
+///
+/// The futures make their timer on their first poll that finds the request pending,
+/// not when they are created: creating one needs no runtime, and a wait whose outcome
+/// is known already never touches the timer. A wait that has to wait must be polled
+/// inside a tokio runtime with its time driver enabled.
 #[cfg(feature = "tokio")]
 impl<T, S: Slot<T>> SessionState<T, S> {
-    /// As [`wait_async`](Self::wait_async), giving up at `deadline`.
+    /// As [`wait_async`](Self::wait_async), giving up at `deadline` (on tokio's
+    /// clock; a `std::time::Instant` converts with `.into()`).
+    ///
+    /// # Panics
+    ///
+    /// Polling the future while the request is pending panics outside a tokio runtime,
+    /// or inside one whose time driver is not enabled (as `tokio::time::sleep` does).
     pub fn wait_async_until(
         &self,
         m: RequestNr,
-        deadline: std::time::Instant,
-    ) -> DeadlineFuture<WaitFuture<'_, T, S>, tokio::time::Sleep> {
-        let timer = tokio::time::sleep_until(deadline.into());
-        self.wait_async_with_timer(m, timer)
+        deadline: tokio::time::Instant,
+    ) -> DeadlineFuture<WaitFuture<'_, T, S>, TokioDeadline> {
+        self.wait_async_with_timer(m, TokioDeadline::at(deadline))
     }
 
-    /// As [`wait_async`](Self::wait_async), giving up after `timeout`.
+    /// As [`wait_async`](Self::wait_async), giving up `timeout` after this call (on
+    /// tokio's clock).
+    ///
+    /// # Panics
+    ///
+    /// As [`wait_async_until`](Self::wait_async_until).
     pub fn wait_async_timeout(
         &self,
         m: RequestNr,
         timeout: std::time::Duration,
-    ) -> DeadlineFuture<WaitFuture<'_, T, S>, tokio::time::Sleep> {
-        self.wait_async_with_timer(m, tokio::time::sleep(timeout))
+    ) -> DeadlineFuture<WaitFuture<'_, T, S>, TokioDeadline> {
+        self.wait_async_with_timer(m, TokioDeadline::after(timeout))
     }
 
     /// As [`wait_async_until`](Self::wait_async_until), holding the session by `Arc`.
+    ///
+    /// # Panics
+    ///
+    /// As [`wait_async_until`](Self::wait_async_until).
     pub fn wait_async_owned_until(
         self: &Arc<Self>,
         m: RequestNr,
-        deadline: std::time::Instant,
-    ) -> DeadlineFuture<OwnedWaitFuture<T, S>, tokio::time::Sleep> {
-        let timer = tokio::time::sleep_until(deadline.into());
-        self.wait_async_owned_with_timer(m, timer)
+        deadline: tokio::time::Instant,
+    ) -> DeadlineFuture<OwnedWaitFuture<T, S>, TokioDeadline> {
+        self.wait_async_owned_with_timer(m, TokioDeadline::at(deadline))
     }
 
     /// As [`wait_async_timeout`](Self::wait_async_timeout), holding the session by `Arc`.
+    ///
+    /// # Panics
+    ///
+    /// As [`wait_async_until`](Self::wait_async_until).
     pub fn wait_async_owned_timeout(
         self: &Arc<Self>,
         m: RequestNr,
         timeout: std::time::Duration,
-    ) -> DeadlineFuture<OwnedWaitFuture<T, S>, tokio::time::Sleep> {
-        self.wait_async_owned_with_timer(m, tokio::time::sleep(timeout))
+    ) -> DeadlineFuture<OwnedWaitFuture<T, S>, TokioDeadline> {
+        self.wait_async_owned_with_timer(m, TokioDeadline::after(timeout))
+    }
+}
+
+#[cfg(feature = "tokio")]
+pin_project_lite::pin_project! {
+    /// The timer of the tokio deadline forms
+    /// ([`wait_async_until`](SessionState::wait_async_until) and friends): completes at
+    /// its deadline on tokio's clock, and makes its `tokio::time::Sleep` on its first
+    /// poll, so that creating it needs no runtime.
+    ///
+    /// # Panics
+    ///
+    /// Polling it panics outside a tokio runtime, or inside one whose time driver is
+    /// not enabled.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct TokioDeadline {
+        // `None`: too far away to represent; it never comes.
+        deadline: Option<tokio::time::Instant>,
+        #[pin]
+        sleep: Option<tokio::time::Sleep>,
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl TokioDeadline {
+    fn at(deadline: tokio::time::Instant) -> Self {
+        TokioDeadline {
+            deadline: Some(deadline),
+            sleep: None,
+        }
+    }
+
+    /// `timeout` from now: as `tokio::time::sleep`, the clock is read when the wait
+    /// is asked for, not when it is first polled.
+    fn after(timeout: std::time::Duration) -> Self {
+        TokioDeadline {
+            deadline: tokio::time::Instant::now().checked_add(timeout),
+            sleep: None,
+        }
+    }
+
+    /// The deadline, `None` if it is too far away to represent (it never comes).
+    pub fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.deadline
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Future for TokioDeadline {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        let Some(deadline) = *this.deadline else {
+            // Never: the wait it races is registered to be woken on its own.
+            return Poll::Pending;
+        };
+        if this.sleep.is_none() {
+            this.sleep.set(Some(tokio::time::sleep_until(deadline)));
+        }
+        match this.sleep.as_pin_mut() {
+            Some(sleep) => sleep.poll(cx),
+            None => unreachable!("the sleep was made above"),
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl fmt::Debug for TokioDeadline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokioDeadline")
+            .field("deadline", &self.deadline)
+            .field("started", &self.sleep.is_some())
+            .finish()
     }
 }
 
