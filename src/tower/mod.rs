@@ -100,14 +100,20 @@
 //!   (404). Whether an earlier copy of the request ran cannot be told then; it is not
 //!   run now.
 //! - The memory budget of the table cannot take the request's body as it arrives, or
-//!   another response being read (the layer reserves [`Store::in_flight_bytes`] before
-//!   the triage): [`Error::OverBudget`] (503). The request was neither triaged nor run;
+//!   room for reading its response (the layer reserves [`Store::in_flight_bytes`]
+//!   before the triage of a number the session has not reached; a resend or a stale
+//!   copy needs none), even after evicting every session without a request in the
+//!   layer that retains a response (longest idle first,
+//!   [`SessionTable::admit`](crate::table::SessionTable::admit)): [`Error::OverBudget`]
+//!   (503). The request was neither triaged nor run;
 //!   [`Client`] sends it again later, as it does after [`Error::Busy`],
 //!   [`Error::ResendTimedOut`], [`Error::TableFull`] and [`Error::IncompleteBody`].
 //! - The request's body is over the request limit: [`Error::RequestTooLarge`] (413),
 //!   before the triage; nothing is kept.
 //! - The caller goes away (its connection is cut) while its copy runs: the run goes
-//!   on to the end and its response is stored for the resend.
+//!   on to the end and its response is stored for the resend. A copy that was only
+//!   waiting for another copy's outcome stops waiting then, and lets its session go.
+//!   A copy that waits holds neither its request nor any of the budget.
 //! - The layer runs on any executor while callers wait for their answers; finishing
 //!   the run of a caller that went away needs a tokio runtime (outside one, that run is
 //!   dropped, which abandons its request).

@@ -95,7 +95,7 @@ where
         // The ready service goes with this call; the clone waits for the next one.
         let ready = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, ready);
-        let whole = self.store.take_whole(request, self.sessions.budget());
+        let whole = self.store.take_whole(request, &self.sessions);
         let admission = Admission {
             store: self.store.clone(),
             sessions: self.sessions.clone(),
@@ -155,26 +155,45 @@ impl<St: Store + Send + Sync + 'static> Admission<St> {
         St: StoreResponse<S::Response>,
         St::Output: Send + 'static,
     {
-        if !held.try_grow(self.store.in_flight_bytes()) {
-            return Err(Error::OverBudget);
-        }
         let (session, m) = match started {
             Started::Call(session, m) => (session, m),
             Started::PassThrough => {
+                self.make_room(&mut held)?;
                 return Ok(RunToEnd::new(pass_through(
                     self.store, held, inner, request,
-                )))
+                )));
             }
         };
+        // Attached first: the room made below never evicts this session.
         let session = self.sessions.attach(session.get()).map_err(table_error)?;
+        // Numbers only grow: a copy of a number the session has reached already (a
+        // resend, or a stale one) will produce nothing, and needs no room for a response.
+        if session.state().status().request < m.get() {
+            self.make_room(&mut held)?;
+        }
         let run = Run {
-            _reserved: held,
+            reserved: Some(held),
             session,
             m,
             store: self.store,
             resend_timeout: self.resend_timeout,
         };
         Ok(RunToEnd::new(run.once(inner, request)))
+    }
+}
+
+impl<St: Store> Admission<St> {
+    /// Adds room for reading a response to `held`, evicting sessions without a
+    /// connection that retain a response (longest detached first) until it fits:
+    /// over budget only when none is left.
+    fn make_room<E>(&self, held: &mut Reservation) -> Result<(), Error<E>> {
+        match self
+            .sessions
+            .admit(held, self.store.in_flight_bytes(), |_| true)
+        {
+            true => Ok(()),
+            false => Err(Error::OverBudget),
+        }
     }
 }
 
@@ -213,8 +232,8 @@ fn table_error<E>(e: TableError) -> Error<E> {
 /// until the run or the wait is over.
 struct Run<St: Store> {
     /// The budget's bytes for the whole request and for reading the response, given
-    /// back when the run ends.
-    _reserved: Reservation,
+    /// back when the run ends, or as soon as this copy turns out not to run.
+    reserved: Option<Reservation>,
     session: Attached<St::Stored>,
     m: RequestNr,
     store: St,
@@ -223,14 +242,25 @@ struct Run<St: Store> {
 
 impl<St: Store + Send + 'static> Run<St> {
     /// Triages request `m` and runs it, or waits for the copy that runs it; the answer.
-    async fn once<S, Req>(self, mut inner: S, request: Req) -> Result<St::Output, Error<S::Error>>
+    async fn once<S, Req>(
+        mut self,
+        mut inner: S,
+        request: Req,
+    ) -> Result<St::Output, Error<S::Error>>
     where
         S: Service<Req>,
         St: StoreResponse<S::Response>,
     {
         let guard = match first_step(self.session.state().triage(self.m)) {
             Step::Process(guard) => guard,
-            Step::AwaitResend => return self.replay(after_wait(self.settled().await)),
+            Step::AwaitResend => {
+                // Waiting holds neither the request nor its share of the budget.
+                drop((request, self.reserved.take()));
+                return match self.settled().await {
+                    Some(settled) => self.replay(after_wait(settled)),
+                    None => Err(Error::ResendTimedOut),
+                };
+            }
             Step::Reply(reply) => return self.replay(reply),
         };
         let skipped = guard.skipped();
@@ -246,8 +276,11 @@ impl<St: Store + Send + 'static> Run<St> {
         }
         match self.store.store(response).await {
             Ok((stored, first)) => {
-                let stored = guard.complete(stored);
+                // Counted in the budget before it is published (as the transport does):
+                // what the session retains is never held uncounted.
+                let stored: Arc<St::Stored> = stored.into();
                 self.session.retain(&stored);
+                guard.publish(stored);
                 Ok(first)
             }
             Err(e) => {
@@ -263,15 +296,17 @@ impl<St: Store + Send + 'static> Run<St> {
     }
 
     /// The outcome of `m`, which another copy of the request is running or has run:
-    /// awaited (woken by the transition that settles it), not polled.
-    async fn settled(&self) -> Result<Arc<St::Stored>, WaitTimeoutError> {
+    /// awaited (woken by the transition that settles it), not polled. `None` once this
+    /// copy's caller has gone away: nobody wants the answer, so the wait stops and the
+    /// session is detached (the copy that runs the request still stores its response).
+    async fn settled(&self) -> Option<Result<Arc<St::Stored>, WaitTimeoutError>> {
         let state = self.session.state();
         match self.resend_timeout {
-            None => state
-                .wait_async(self.m)
-                .await
-                .map_err(WaitTimeoutError::from),
-            Some(timeout) => state.wait_async_timeout(self.m, timeout).await,
+            None => {
+                let wait = state.wait_async(self.m);
+                Some(until_orphaned(wait).await?.map_err(WaitTimeoutError::from))
+            }
+            Some(timeout) => until_orphaned(state.wait_async_timeout(self.m, timeout)).await,
         }
     }
 }
@@ -320,15 +355,35 @@ impl<O: Send + 'static, E: Send + 'static> Future for RunToEnd<O, E> {
     }
 }
 
+tokio::task_local! {
+    /// Set in the task that finishes a run whose caller went away.
+    static ORPHANED: ();
+}
+
+/// `wait`'s outcome, or `None` as soon as it is polled in the task of a run whose caller
+/// went away ([`RunToEnd`]'s drop): a copy that only waits has nobody to answer then.
+async fn until_orphaned<F: Future>(wait: F) -> Option<F::Output> {
+    let mut wait = std::pin::pin!(wait);
+    std::future::poll_fn(|cx| {
+        if ORPHANED.try_with(|_| ()).is_ok() {
+            return Poll::Ready(None);
+        }
+        wait.as_mut().poll(cx).map(Some)
+    })
+    .await
+}
+
 impl<O: Send + 'static, E: Send + 'static> Drop for RunToEnd<O, E> {
     fn drop(&mut self) {
         if let Some(run) = self.run.take() {
             // Outside a runtime the run is dropped, which abandons its request.
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
+                // A run goes on to its end; a copy that only waits stops at its next
+                // poll (`until_orphaned`) and lets its session go.
+                runtime.spawn(ORPHANED.scope((), async move {
                     // The outcome is in the session; nobody here wants it.
                     drop(run.await);
-                });
+                }));
             }
         }
     }

@@ -9,26 +9,26 @@
 //! nothing, and the resend runs.
 
 use super::body::{read_charged, ReadError};
-use super::store::{AnswerBody, BoxError, CloneStore, HttpStore, Store};
-use crate::table::{Budget, Reservation};
+use super::store::{AnswerBody, BoxError, CloneStore, HttpStore, Store, StoredResponse};
+use crate::table::{Reservation, SessionTable};
 use http::Request;
 use http_body::Body;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
 
 /// A [`Store`] that can take a request `Req` whole, as the inner service gets it.
 pub trait TakeWhole<Req>: Store {
     /// The request as the inner service gets it.
     type Whole: Send + 'static;
 
-    /// `request`, whole, and the bytes of `budget` it holds (given back when the run
-    /// ends). Nothing is triaged before this is done: an error here leaves no trace.
-    /// The future borrows nothing: it is polled after the call that made it.
+    /// `request`, whole, and the bytes of the budget of `sessions` it holds (given back
+    /// when the run ends; room is made with [`SessionTable::admit`]). Nothing is
+    /// triaged before this is done: an error here leaves no trace. The future borrows
+    /// nothing: it is polled after the call that made it.
     fn take_whole(
         &self,
         request: Req,
-        budget: &Arc<Budget>,
+        sessions: &SessionTable<Self::Stored>,
     ) -> impl Future<Output = Result<(Self::Whole, Reservation), RequestError>> + Send + 'static;
 }
 
@@ -67,9 +67,9 @@ impl<R: Clone + Send + Sync + 'static, Req: Send + 'static> TakeWhole<Req> for C
     fn take_whole(
         &self,
         request: Req,
-        budget: &Arc<Budget>,
+        sessions: &SessionTable<R>,
     ) -> impl Future<Output = Result<(Req, Reservation), RequestError>> + Send + 'static {
-        std::future::ready(Ok((request, budget.reserve_anyway(0))))
+        std::future::ready(Ok((request, sessions.budget().reserve_anyway(0))))
     }
 }
 
@@ -88,25 +88,28 @@ where
     fn take_whole(
         &self,
         request: Request<B>,
-        budget: &Arc<Budget>,
+        sessions: &SessionTable<StoredResponse>,
     ) -> impl Future<Output = Result<(Request<A>, Reservation), RequestError>> + Send + 'static
     {
         let limit = self.request_limit();
         let (parts, body) = request.into_parts();
         let announced = content_length(&parts.headers);
         // Charged as the bytes arrive, never at the announced length: a body that
-        // trickles in holds no more of the budget than has come.
-        let mut held = budget.reserve_anyway(0);
+        // trickles in holds no more of the budget than has come. Room is made by
+        // evicting sessions without a connection that retain a response.
+        let sessions = sessions.clone();
+        let mut held = sessions.budget().reserve_anyway(0);
         async move {
             if announced.is_some_and(|n| n > limit as u64) {
                 return Err(RequestError::TooLarge { limit });
             }
-            let body = match read_charged(body, limit, |n| held.try_grow(n)).await {
-                Ok(body) => body,
-                Err(ReadError::TooLarge) => return Err(RequestError::TooLarge { limit }),
-                Err(ReadError::Refused) => return Err(RequestError::OverBudget),
-                Err(ReadError::Body(e)) => return Err(RequestError::Incomplete(e)),
-            };
+            let body =
+                match read_charged(body, limit, |n| sessions.admit(&mut held, n, |_| true)).await {
+                    Ok(body) => body,
+                    Err(ReadError::TooLarge) => return Err(RequestError::TooLarge { limit }),
+                    Err(ReadError::Refused) => return Err(RequestError::OverBudget),
+                    Err(ReadError::Body(e)) => return Err(RequestError::Incomplete(e)),
+                };
             // hyper checks the length itself; this also holds for a body that just ends.
             if let Some(n) = announced.filter(|&n| n != body.len() as u64) {
                 let e = format!("{} of the announced {n} bytes arrived", body.len());

@@ -1,0 +1,154 @@
+//! The HTTP layer's memory admission, attacked beside a bystander: room for a call is
+//! made by evicting sessions without a connection that retain a response, a copy that
+//! only waits for another copy's outcome holds no room, and a waiting copy whose caller
+//! went away stops waiting. Every test counts the handler's runs.
+#![cfg(feature = "tower")]
+
+mod tower_support;
+
+use exactly_once::table::{Budget, TableConfig};
+use exactly_once::tower::HttpLayer;
+use http::StatusCode;
+use std::time::Duration;
+use tower_support::{create_session, pool, request, send, serve_layer, BODY_LIMIT};
+
+/// A server whose budget holds `limits` times the body limit.
+async fn server_with_budget(limits: usize) -> tower_support::TestServer {
+    let budget = Budget::new(BODY_LIMIT * limits);
+    serve_layer(HttpLayer::new(BODY_LIMIT, TableConfig::default(), budget)).await
+}
+
+/// Sends `request` in a task of its own.
+fn spawn_send(
+    pool: &tower_support::HttpPool,
+    request: http::Request<http_body_util::Full<bytes::Bytes>>,
+) -> tokio::task::JoinHandle<tower_support::Answer> {
+    let pool = pool.clone();
+    tokio::spawn(async move { send(&pool, request).await })
+}
+
+/// Honest clients that each fetched a response of almost the body limit and went idle
+/// retain almost the whole budget: a newcomer's call evicts the longest idle of them
+/// instead of being refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_retaining_responses_do_not_lock_out_a_newcomer() {
+    let server = server_with_budget(8).await;
+    let pool = pool();
+    let size = (BODY_LIMIT * 9 / 10).to_string();
+    let mut crowd = Vec::new();
+    for _ in 0..8 {
+        let id = create_session(&pool, &server).await;
+        let fetched = send(
+            &pool,
+            request(&server.url("/big"), Some(&id), 1, &[("size", &size)], ""),
+        )
+        .await;
+        assert_eq!(fetched.status, StatusCode::OK);
+        crowd.push(id);
+    }
+    let retained = server.layer.sessions().budget().used();
+    assert!(
+        retained + BODY_LIMIT > BODY_LIMIT * 8,
+        "the crowd retains {retained} bytes: no room for a call is left"
+    );
+    // The bystander: a new session and 20 calls, every one answered.
+    let bystander = create_session(&pool, &server).await;
+    for m in 1..=20 {
+        let answer = send(
+            &pool,
+            request(&server.url("/count"), Some(&bystander), m, &[], "b"),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "call {m}: {answer:?}");
+    }
+    assert_eq!(server.runs(), 8 + 20);
+    // The longest idle gave way; a client whose session was evicted is told so (an
+    // error, never a second run).
+    let evicted = send(
+        &pool,
+        request(
+            &server.url("/big"),
+            Some(&crowd[0]),
+            1,
+            &[("size", &size)],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(evicted.code.as_deref(), Some("unknown-session"));
+    assert_eq!(server.runs(), 8 + 20);
+}
+
+/// Copies of a slow request that only wait for its outcome hold no room: they all get
+/// its answer, and a bystander's call still fits beside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resends_waiting_for_a_slow_request_hold_no_room() {
+    let server = server_with_budget(3).await;
+    let pool = pool();
+    let (slow, bystander) = (
+        create_session(&pool, &server).await,
+        create_session(&pool, &server).await,
+    );
+    let url = server.url("/count");
+    let delay = [("delay-ms", "600")];
+    let first = spawn_send(&pool, request(&url, Some(&slow), 1, &delay, "s"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let resends: Vec<_> = (0..20)
+        .map(|_| spawn_send(&pool, request(&url, Some(&slow), 1, &delay, "s")))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for m in 1..=5 {
+        let answer = send(&pool, request(&url, Some(&bystander), m, &[], "b")).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "bystander call {m}: {answer:?}"
+        );
+    }
+    let first = first.await.unwrap();
+    assert!(first.body.ends_with(": s"), "{first:?}");
+    for resend in resends {
+        assert_eq!(resend.await.unwrap(), first);
+    }
+    assert_eq!(server.runs(), 1 + 5);
+}
+
+/// A copy waiting for a slow request whose caller goes away (its connection closed)
+/// stops waiting at once: no task is left waiting for it, and the run still answers
+/// the next resend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_resends_whose_callers_left_stop_waiting() {
+    let server = server_with_budget(64).await;
+    let pool = pool();
+    let slow = create_session(&pool, &server).await;
+    let url = server.url("/count");
+    let delay = [("delay-ms", "1500")];
+    let first = spawn_send(&pool, request(&url, Some(&slow), 1, &delay, "s"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    // 50 resends, each from a connection of its own, given up by their callers.
+    let cut: Vec<_> = (0..50)
+        .map(|_| {
+            let req = request(&url, Some(&slow), 1, &delay, "s");
+            tokio::spawn(async move {
+                let pool = tower_support::pool();
+                let sent = tokio::time::timeout(Duration::from_millis(150), pool.request(req));
+                assert!(sent.await.is_err(), "the resend waits for the slow run");
+            })
+        })
+        .collect();
+    for c in cut {
+        c.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = metrics.num_alive_tasks();
+    assert!(
+        after < before + 10,
+        "{before} tasks before the cut resends, {after} after them"
+    );
+    assert_eq!(first.await.unwrap().body, "run 1: s");
+    let resend = send(&pool, request(&url, Some(&slow), 1, &delay, "s")).await;
+    assert_eq!(resend.body, "run 1: s");
+    assert_eq!(server.runs(), 1);
+}
