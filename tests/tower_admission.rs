@@ -1,7 +1,8 @@
 //! The HTTP layer's memory admission, attacked beside a bystander: room for a call is
 //! made by evicting sessions without a connection that retain a response, a copy that
 //! only waits for another copy's outcome holds no room, and a waiting copy whose caller
-//! went away stops waiting. Every test counts the handler's runs.
+//! went away stops waiting; a session has at most a set number of waiting copies.
+//! Every test counts the handler's runs.
 #![cfg(feature = "tower")]
 
 mod tower_support;
@@ -12,10 +13,12 @@ use http::StatusCode;
 use std::time::Duration;
 use tower_support::{create_session, pool, request, send, serve_layer, BODY_LIMIT};
 
-/// A server whose budget holds `limits` times the body limit.
+/// A server whose budget holds `limits` times the body limit, and which lets up to 64
+/// copies of a session's requests wait at once.
 async fn server_with_budget(limits: usize) -> tower_support::TestServer {
     let budget = Budget::new(BODY_LIMIT * limits);
-    serve_layer(HttpLayer::new(BODY_LIMIT, TableConfig::default(), budget)).await
+    let layer = HttpLayer::new(BODY_LIMIT, TableConfig::default(), budget);
+    serve_layer(layer.with_max_waiting_copies(64)).await
 }
 
 /// Sends `request` in a task of its own.
@@ -150,5 +153,42 @@ async fn waiting_resends_whose_callers_left_stop_waiting() {
     assert_eq!(first.await.unwrap().body, "run 1: s");
     let resend = send(&pool, request(&url, Some(&slow), 1, &delay, "s")).await;
     assert_eq!(resend.body, "run 1: s");
+    assert_eq!(server.runs(), 1);
+}
+
+/// At most the configured number of copies of one session's requests wait at once;
+/// the others are told at once to try again later (503 with `Retry-After`), and the
+/// request still runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_copies_past_the_cap_are_told_to_come_back() {
+    let budget = Budget::new(BODY_LIMIT * 64);
+    let layer = HttpLayer::new(BODY_LIMIT, TableConfig::default(), budget);
+    let server = serve_layer(layer.with_max_waiting_copies(4)).await;
+    let pool = pool();
+    let slow = create_session(&pool, &server).await;
+    let url = server.url("/count");
+    let delay = [("delay-ms", "600")];
+    let first = spawn_send(&pool, request(&url, Some(&slow), 1, &delay, "s"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let copies: Vec<_> = (0..12)
+        .map(|_| spawn_send(&pool, request(&url, Some(&slow), 1, &delay, "s")))
+        .collect();
+    let first = first.await.unwrap();
+    let (mut answered, mut told_to_come_back) = (0, 0);
+    for copy in copies {
+        let answer = copy.await.unwrap();
+        if answer == first {
+            answered += 1;
+        } else {
+            assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{answer:?}");
+            assert_eq!(answer.code.as_deref(), Some("still-running"));
+            assert_eq!(answer.retry_after.as_deref(), Some("1"));
+            told_to_come_back += 1;
+        }
+    }
+    assert!(answered <= 4, "{answered} copies waited");
+    assert_eq!(answered + told_to_come_back, 12);
+    let later = send(&pool, request(&url, Some(&slow), 1, &delay, "s")).await;
+    assert_eq!(later, first);
     assert_eq!(server.runs(), 1);
 }

@@ -49,7 +49,7 @@ use crate::{RequestNr, SessionState};
 use ids::IdMaker;
 use shard::{Shard, Use};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -174,6 +174,24 @@ struct Entry<T: Send + Sync> {
     /// Bytes of the retained response counted in the budget.
     retained: AtomicUsize,
     budget: Arc<Budget>,
+    /// Copies of the session's requests waiting for another copy's outcome
+    /// ([`Attached::try_wait`]).
+    waiting: AtomicU32,
+}
+
+/// A place among the copies of a session's requests that wait for another copy's
+/// outcome ([`Attached::try_wait`]); given back when dropped.
+#[must_use = "the place is given back when this is dropped"]
+#[derive(Debug)]
+pub struct WaitPlace<'a> {
+    waiting: &'a AtomicU32,
+}
+
+impl Drop for WaitPlace<'_> {
+    fn drop(&mut self) {
+        // ORDERING: relaxed; a count, read only to keep it below a cap.
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A connection's hold on a session: the session is neither expired nor evicted while
@@ -250,6 +268,7 @@ impl<T: Send + Sync> SessionTable<T> {
                 state: SessionState::new(),
                 used: AtomicBool::new(false),
                 retained: AtomicUsize::new(0),
+                waiting: AtomicU32::new(0),
                 budget: Arc::clone(&self.inner.budget),
             });
             shard.insert(Arc::clone(&entry));
@@ -509,6 +528,17 @@ impl<T: Send + Sync> Attached<T> {
     /// The session's log-safe name.
     pub fn fingerprint(&self) -> Fingerprint {
         self.table.ids.fingerprint(self.entry.id)
+    }
+
+    /// A place among the copies of this session's requests that wait for another
+    /// copy's outcome, if fewer than `cap` wait now.
+    pub fn try_wait(&self, cap: u32) -> Option<WaitPlace<'_>> {
+        let waiting = &self.entry.waiting;
+        // ORDERING: relaxed; a count, read only to keep it below a cap.
+        let taken = waiting.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < cap).then_some(n + 1)
+        });
+        taken.ok().map(|_| WaitPlace { waiting })
     }
 
     /// Records that the session completed a request with `response`, now retained for

@@ -3,7 +3,7 @@
 
 use super::error_responses::HttpErrors;
 use super::key::HeaderKey;
-use super::service::ExactlyOnce;
+use super::service::{ExactlyOnce, Waits};
 use super::store::{AnswerBody, HttpStore, Store, StoredResponse};
 use crate::table::{Budget, SessionTable, TableConfig};
 use bytes::Bytes;
@@ -19,7 +19,7 @@ pub struct ExactlyOnceLayer<K, St: Store> {
     key: K,
     store: St,
     sessions: SessionTable<St::Stored>,
-    resend_timeout: Option<Duration>,
+    waits: Waits,
 }
 
 impl<K, St: Store> ExactlyOnceLayer<K, St> {
@@ -32,7 +32,7 @@ impl<K, St: Store> ExactlyOnceLayer<K, St> {
             key,
             store,
             sessions,
-            resend_timeout: None,
+            waits: Waits::default(),
         }
     }
 
@@ -40,7 +40,17 @@ impl<K, St: Store> ExactlyOnceLayer<K, St> {
     /// [`Error::ResendTimedOut`](super::Error::ResendTimedOut) (default: as long as
     /// that copy runs).
     pub fn with_resend_timeout(mut self, timeout: Duration) -> Self {
-        self.resend_timeout = Some(timeout);
+        self.waits.timeout = Some(timeout);
+        self
+    }
+
+    /// How many copies of one session's requests may wait at once for the copy that
+    /// runs theirs (default 16); past that a copy is answered
+    /// [`Error::ResendTimedOut`](super::Error::ResendTimedOut) (503, `Retry-After`)
+    /// at once. Each waiting copy holds a task and its connection, and a client needs
+    /// one copy per reconnect: the cap keeps one session from holding many.
+    pub fn with_max_waiting_copies(mut self, copies: u32) -> Self {
+        self.waits.max_copies = copies;
         self
     }
 
@@ -75,7 +85,7 @@ impl<K: Clone, St: Store + Clone> Clone for ExactlyOnceLayer<K, St> {
             key: self.key.clone(),
             store: self.store.clone(),
             sessions: self.sessions.clone(),
-            resend_timeout: self.resend_timeout,
+            waits: self.waits,
         }
     }
 }
@@ -95,7 +105,7 @@ impl<S, K: Clone, St: Store + Clone> Layer<S> for ExactlyOnceLayer<K, St> {
             self.key.clone(),
             self.store.clone(),
             self.sessions.clone(),
-            self.resend_timeout,
+            self.waits,
         )
     }
 }
@@ -138,6 +148,11 @@ impl<A: AnswerBody> HttpLayer<A> {
         self.layer.with_resend_timeout(timeout).into()
     }
 
+    /// See [`ExactlyOnceLayer::with_max_waiting_copies`].
+    pub fn with_max_waiting_copies(self, copies: u32) -> Self {
+        self.layer.with_max_waiting_copies(copies).into()
+    }
+
     /// The same layer taking request bodies of at most `limit` bytes (default: the
     /// response body limit); see [`HttpStore::with_request_limit`].
     pub fn with_request_limit(self, limit: usize) -> Self {
@@ -166,13 +181,13 @@ impl<A: AnswerBody> HttpLayer<A> {
             key,
             store,
             sessions,
-            resend_timeout,
+            waits,
         } = self.layer;
         let layer = ExactlyOnceLayer {
             key,
             store: store.answering(),
             sessions,
-            resend_timeout,
+            waits,
         };
         HttpLayer { layer }
     }

@@ -17,13 +17,31 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tower_service::Service;
 
+/// How copies of a request wait for the copy that runs it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Waits {
+    /// How long a copy waits (`None`: as long as the run takes).
+    pub(crate) timeout: Option<Duration>,
+    /// How many copies of one session's requests may wait at once.
+    pub(crate) max_copies: u32,
+}
+
+impl Default for Waits {
+    fn default() -> Self {
+        Waits {
+            timeout: None,
+            max_copies: 16,
+        }
+    }
+}
+
 /// The service [`ExactlyOnceLayer`](super::ExactlyOnceLayer) makes around `S`.
 pub struct ExactlyOnce<S, K, St: Store> {
     inner: S,
     key: K,
     store: St,
     sessions: SessionTable<St::Stored>,
-    resend_timeout: Option<Duration>,
+    waits: Waits,
 }
 
 impl<S, K, St: Store> ExactlyOnce<S, K, St> {
@@ -32,14 +50,14 @@ impl<S, K, St: Store> ExactlyOnce<S, K, St> {
         key: K,
         store: St,
         sessions: SessionTable<St::Stored>,
-        resend_timeout: Option<Duration>,
+        waits: Waits,
     ) -> Self {
         ExactlyOnce {
             inner,
             key,
             store,
             sessions,
-            resend_timeout,
+            waits,
         }
     }
 }
@@ -51,7 +69,7 @@ impl<S: Clone, K: Clone, St: Store + Clone> Clone for ExactlyOnce<S, K, St> {
             self.key.clone(),
             self.store.clone(),
             self.sessions.clone(),
-            self.resend_timeout,
+            self.waits,
         )
     }
 }
@@ -99,7 +117,7 @@ where
         let admission = Admission {
             store: self.store.clone(),
             sessions: self.sessions.clone(),
-            resend_timeout: self.resend_timeout,
+            waits: self.waits,
         };
         // Nothing is triaged until the request is whole: a caller that goes away
         // before, or a body that fails, leaves no trace, and the resend runs.
@@ -132,7 +150,7 @@ enum Started {
 struct Admission<St: Store> {
     store: St,
     sessions: SessionTable<St::Stored>,
-    resend_timeout: Option<Duration>,
+    waits: Waits,
 }
 
 impl<St: Store + Send + Sync + 'static> Admission<St> {
@@ -176,7 +194,7 @@ impl<St: Store + Send + Sync + 'static> Admission<St> {
             session,
             m,
             store: self.store,
-            resend_timeout: self.resend_timeout,
+            waits: self.waits,
         };
         Ok(RunToEnd::new(run.once(inner, request)))
     }
@@ -237,7 +255,7 @@ struct Run<St: Store> {
     session: Attached<St::Stored>,
     m: RequestNr,
     store: St,
-    resend_timeout: Option<Duration>,
+    waits: Waits,
 }
 
 impl<St: Store + Send + 'static> Run<St> {
@@ -256,6 +274,9 @@ impl<St: Store + Send + 'static> Run<St> {
             Step::AwaitResend => {
                 // Waiting holds neither the request nor its share of the budget.
                 drop((request, self.reserved.take()));
+                let Some(_place) = self.session.try_wait(self.waits.max_copies) else {
+                    return Err(Error::ResendTimedOut);
+                };
                 return match self.settled().await {
                     Some(settled) => self.replay(after_wait(settled)),
                     None => Err(Error::ResendTimedOut),
@@ -301,7 +322,7 @@ impl<St: Store + Send + 'static> Run<St> {
     /// session is detached (the copy that runs the request still stores its response).
     async fn settled(&self) -> Option<Result<Arc<St::Stored>, WaitTimeoutError>> {
         let state = self.session.state();
-        match self.resend_timeout {
+        match self.waits.timeout {
             None => {
                 let wait = state.wait_async(self.m);
                 Some(until_orphaned(wait).await?.map_err(WaitTimeoutError::from))
