@@ -194,3 +194,17 @@ async fn the_client_hands_the_trailers_on() {
         assert_eq!(runs.load(Ordering::SeqCst), 2);
     }
 }
+
+#[tokio::test]
+async fn a_whole_request_keeps_its_trailers_for_the_inner_service() {
+    use exactly_once::tower::{HttpStore, TakeWhole};
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-checksum", HeaderValue::from_static("abc"));
+    let body = WholeBody::new(Bytes::from_static(b"data"), Some(trailers.clone()));
+    let request = Request::post("/").body(body).unwrap();
+    let budget = Budget::new(1 << 10);
+    let taken = HttpStore::new(100).take_whole(request, &budget).await;
+    let (whole, _held) = taken.unwrap();
+    assert_eq!(whole.body().data(), "data");
+    assert_eq!(whole.body().trailers(), Some(&trailers));
+}

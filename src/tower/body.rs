@@ -46,6 +46,16 @@ impl WholeBody {
     pub fn into_parts(self) -> (Bytes, Option<HeaderMap>) {
         (self.data, self.trailers.map(|t| *t))
     }
+
+    /// A body of `data`, then `trailers`, already boxed.
+    pub(crate) fn from_boxed(data: Bytes, trailers: Option<Box<HeaderMap>>) -> Self {
+        WholeBody { data, trailers }
+    }
+
+    /// Its bytes and trailers, still boxed.
+    pub(crate) fn into_boxed_parts(self) -> (Bytes, Option<Box<HeaderMap>>) {
+        (self.data, self.trailers)
+    }
 }
 
 impl From<Bytes> for WholeBody {
@@ -126,7 +136,8 @@ where
     let mut first = Bytes::new();
     let mut joined: Option<BytesMut> = None;
     let mut read = 0usize;
-    let mut trailers: Option<HeaderMap> = None;
+    // Boxed: the read's future, which holds it across awaits, stays small.
+    let mut trailers: Option<Box<HeaderMap>> = None;
     while !body.is_end_stream() {
         let Some(frame) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await else {
             break;
@@ -138,7 +149,7 @@ where
                 if let Ok(more) = frame.into_trailers() {
                     match &mut trailers {
                         Some(trailers) => trailers.extend(more),
-                        None => trailers = Some(more),
+                        None => trailers = Some(Box::new(more)),
                     }
                 }
                 continue;
@@ -164,7 +175,7 @@ where
         }
     }
     let data = joined.map_or(first, BytesMut::freeze);
-    Ok(WholeBody::new(data, trailers))
+    Ok(WholeBody::from_boxed(data, trailers))
 }
 
 #[cfg(test)]

@@ -139,8 +139,9 @@ pub struct StoredResponse {
     pub headers: StoredHeaders,
     /// The body, buffered.
     pub body: Bytes,
-    /// The body's trailers, if it had any (gRPC's status is in them).
-    pub trailers: Option<HeaderMap>,
+    /// The body's trailers, if it had any (gRPC's status is in them); boxed, so that a
+    /// response without them (most) is kept in fewer bytes.
+    pub trailers: Option<Box<HeaderMap>>,
 }
 
 /// Keeps HTTP responses, their bodies (and trailers) buffered up to a limit, and answers
@@ -187,8 +188,8 @@ impl<A> HttpStore<A> {
     }
 
     /// A body of type `A` of `data` then `trailers`.
-    pub(crate) fn body(&self, data: Bytes, trailers: Option<HeaderMap>) -> A {
-        (self.make)(WholeBody::new(data, trailers))
+    pub(crate) fn body(&self, data: Bytes, trailers: Option<Box<HeaderMap>>) -> A {
+        (self.make)(WholeBody::from_boxed(data, trailers))
     }
 
     /// The same store taking request bodies of at most `limit` bytes; a longer one is
@@ -237,7 +238,7 @@ where
         let (mut parts, body) = response.into_parts();
         async move {
             let (body, trailers) = match read_limited(body, limit).await {
-                Ok(whole) => whole.into_parts(),
+                Ok(whole) => whole.into_boxed_parts(),
                 Err(ReadError::TooLarge | ReadError::Refused) => {
                     return Err(StoreError::TooLarge { limit })
                 }
@@ -253,7 +254,7 @@ where
                 body: body.clone(),
                 trailers: trailers.clone(),
             };
-            let first = make(WholeBody::new(body, trailers));
+            let first = make(WholeBody::from_boxed(body, trailers));
             Ok((stored, Response::from_parts(parts, first)))
         }
     }
@@ -299,7 +300,12 @@ impl<A: Send + 'static> Store for HttpStore<A> {
 
     fn weigh(&self, stored: &StoredResponse) -> usize {
         let headers: usize = stored.headers.iter().map(header_bytes).sum();
-        let trailers: usize = stored.trailers.iter().flatten().map(header_bytes).sum();
+        let trailers: usize = stored
+            .trailers
+            .iter()
+            .flat_map(|t| t.iter())
+            .map(header_bytes)
+            .sum();
         stored.body.len() + headers + trailers
     }
 
@@ -372,7 +378,7 @@ mod tests {
         let body = WholeBody::new(Bytes::from_static(b"body"), Some(trailers.clone()));
         let store = HttpStore::new(100);
         let (stored, first) = block_on(store.store(Response::new(body))).unwrap();
-        assert_eq!(stored.trailers.as_ref(), Some(&trailers));
+        assert_eq!(stored.trailers.as_deref(), Some(&trailers));
         let weight = "body".len() + "grpc-status".len() + 1 + "grpc-message".len() + 17;
         assert_eq!(store.weigh(&stored), weight);
         for answer in [first, store.replay(&stored), store.replay(&stored)] {

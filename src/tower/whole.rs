@@ -112,7 +112,7 @@ where
                 return Err(RequestError::TooLarge { limit });
             }
             let (body, trailers) = match read_charged(body, limit, |n| held.try_grow(n)).await {
-                Ok(whole) => whole.into_parts(),
+                Ok(whole) => whole.into_boxed_parts(),
                 Err(ReadError::TooLarge) => return Err(RequestError::TooLarge { limit }),
                 Err(ReadError::Refused) => return Err(RequestError::OverBudget),
                 Err(ReadError::Body(e)) => return Err(RequestError::Incomplete(e)),
