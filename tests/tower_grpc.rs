@@ -67,6 +67,7 @@ impl Service<Request<WholeBody>> for Echo {
 }
 
 struct Server {
+    addr: std::net::SocketAddr,
     send: SendRequest<Full<Bytes>>,
     runs: Arc<AtomicU64>,
 }
@@ -90,7 +91,7 @@ async fn serve(config: TableConfig) -> Server {
     let handshake = hyper::client::conn::http2::handshake(TokioExecutor::new(), io);
     let (send, connection) = handshake.await.unwrap();
     tokio::spawn(connection);
-    Server { send, runs }
+    Server { addr, send, runs }
 }
 
 /// A gRPC answer, read in full.
@@ -304,4 +305,25 @@ async fn a_call_that_is_not_grpc_is_still_answered_in_problem_details() {
     let answer = server.send.clone().send_request(request).await.unwrap();
     assert_eq!(answer.status(), StatusCode::NOT_FOUND);
     assert_eq!(answer.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
+async fn the_client_numbers_grpc_calls_and_gets_their_trailers() {
+    use exactly_once::tower::{Client, ClientConfig};
+    let server = serve(TableConfig::default()).await;
+    let addr = server.addr;
+    let mut pool = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
+    pool.http2_only(true);
+    let mut client = Client::new(pool.build_http::<Full<Bytes>>(), ClientConfig::default());
+    for message in [&b"one"[..], b"two"] {
+        let call = Request::post(format!("http://{addr}/echo"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Full::new(framed(message)))
+            .unwrap();
+        let answer = client.call(call).await.unwrap();
+        assert_eq!(answer.body().data(), &framed(message));
+        assert_eq!(answer.body().trailers().unwrap()["grpc-status"], "0");
+    }
+    assert_eq!(server.runs(), 2);
 }

@@ -360,7 +360,8 @@ where
             .await?;
         let id = answer.headers().get(SESSION_NAME);
         match id.and_then(|v| v.to_str().ok()).and_then(SessionId::parse) {
-            Some(id) if answer.status() == StatusCode::CREATED => Ok(id),
+            // 201 for HTTP; 200 with an empty message for a gRPC call.
+            Some(id) if answer.status().is_success() && code.is_none() => Ok(id),
             _ => Err(ClientError::Refused {
                 status: answer.status(),
                 code: code.unwrap_or_else(|| "no-session".into()),
