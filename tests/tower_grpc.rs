@@ -327,3 +327,65 @@ async fn the_client_numbers_grpc_calls_and_gets_their_trailers() {
     }
     assert_eq!(server.runs(), 2);
 }
+
+/// The path of [`Echo`]'s echo, as a gRPC method.
+const ECHO: &str = "/notes.Notes/Echo";
+
+/// A protobuf message, as tonic's clients send and decode them.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Note {
+    #[prost(string, tag = "1")]
+    text: String,
+}
+
+/// One unary call to `path` from tonic's client (its channel and prost codec) with
+/// `metadata`.
+async fn tonic_call(
+    server: &Server,
+    path: &'static str,
+    metadata: &[(&'static str, &str)],
+    text: &str,
+) -> Result<tonic::Response<Note>, tonic::Status> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr));
+    let channel = endpoint.unwrap().connect().await.unwrap();
+    let mut client = tonic::client::Grpc::new(channel);
+    client.ready().await.unwrap();
+    let mut request = tonic::Request::new(Note { text: text.into() });
+    for (name, value) in metadata {
+        request.metadata_mut().insert(*name, value.parse().unwrap());
+    }
+    let path = http::uri::PathAndQuery::from_static(path);
+    let codec = tonic_prost::ProstCodec::<Note, Note>::default();
+    client.unary(request, path, codec).await
+}
+
+#[tokio::test]
+async fn a_tonic_client_reads_the_session_the_answers_and_the_refusals() {
+    let server = serve(TableConfig::default()).await;
+    let created = tonic_call(&server, ECHO, &[(SESSION_HEADER, "new")], "").await;
+    let created = created.expect("the creation is a valid gRPC response");
+    assert_eq!(created.get_ref(), &Note::default(), "an empty message");
+    let session = created.metadata().get(SESSION_HEADER).unwrap();
+    let session = session.to_str().unwrap().to_owned();
+    let call = [(SESSION_HEADER, session.as_str()), (REQUEST_HEADER, "2")];
+    for _ in 0..2 {
+        let answer = tonic_call(&server, ECHO, &call, "hello").await.unwrap();
+        assert_eq!(answer.get_ref().text, "hello");
+    }
+    assert_eq!(server.runs(), 1, "the resend is answered from the store");
+    let stale = [(SESSION_HEADER, session.as_str()), (REQUEST_HEADER, "1")];
+    let refused = tonic_call(&server, ECHO, &stale, "late").await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::AlreadyExists, "{refused:?}");
+    let unknown = [(SESSION_HEADER, "00000000000000ab"), (REQUEST_HEADER, "1")];
+    let refused = tonic_call(&server, ECHO, &unknown, "lost")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
+    assert_eq!(refused.message(), "unknown session");
+    let failed = [(SESSION_HEADER, session.as_str()), (REQUEST_HEADER, "3")];
+    let refused = tonic_call(&server, "/fail", &failed, "x")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Internal, "{refused:?}");
+    assert_eq!(server.runs(), 2);
+}
