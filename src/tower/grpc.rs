@@ -32,7 +32,7 @@
 
 use super::body::WholeBody;
 use super::error::Error;
-use super::key::{header, KeyError, ERROR_NAME};
+use super::key::{KeyError, ERROR_NAME};
 use super::store::StoreError;
 use bytes::Bytes;
 use http::{header::CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, Response};
@@ -86,7 +86,8 @@ const EMPTY_MESSAGE: &[u8] = &[0; 5];
 
 /// Whether a request with these headers is a gRPC call.
 pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
-    header(headers, &CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    let content_type = headers.get(CONTENT_TYPE);
+    content_type.is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 impl<E> Error<E> {
