@@ -309,7 +309,7 @@ async fn main() {
     // into services once, not on every request.
     let empty_around = serve_around(PassOn(app(Arc::default()).with_state(()))).await;
     let layer = HttpLayer::new(1 << 20, TableConfig::default(), Budget::new(256 << 20));
-    let layer = layer.answering::<axum::body::Body>();
+    let layer = layer.answering(axum::body::Body::new);
     let around = serve_around(layer.layer(app(Arc::default()).with_state(()))).await;
     let mut rounds: Vec<Vec<(f64, Duration)>> = vec![Vec::new(); SETUPS.len()];
     for _ in 0..s.rounds {

@@ -29,7 +29,7 @@ async fn main() {
         )
         .with_state(());
     let layer = HttpLayer::new(1 << 20, TableConfig::default(), Budget::new(512 << 20));
-    let app = layer.answering::<Body>().layer(router);
+    let app = layer.answering(Body::new).layer(router);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .unwrap();

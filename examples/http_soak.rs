@@ -104,7 +104,7 @@ async fn start_server(tally: Arc<Tally>) -> std::net::SocketAddr {
     let layer = HttpLayer::new(1 << 20, TableConfig::default(), Budget::new(256 << 20));
     let router = Router::new().route("/call", post(handle)).with_state(tally);
     // The whole router behind the layer, answering in axum's bodies.
-    let app = layer.answering::<axum::body::Body>().layer(router);
+    let app = layer.answering(axum::body::Body::new).layer(router);
     let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -277,7 +277,7 @@ async fn a_whole_router_wrapped_once_runs_each_number_once_and_answers_in_axum_b
         )
         .with_state(());
     let layer = HttpLayer::new(1 << 10, TableConfig::default(), Budget::new(1 << 20));
-    let app = layer.answering::<axum::body::Body>().layer(router);
+    let app = layer.answering(axum::body::Body::new).layer(router);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let make = ServiceExt::<axum::extract::Request>::into_make_service(app);

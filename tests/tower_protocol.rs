@@ -58,7 +58,7 @@ async fn serve(layer: HttpLayer) -> Server {
             }),
         )
         .with_state(());
-    let app = layer.answering::<Body>().layer(router);
+    let app = layer.answering(Body::new).layer(router);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let make = ServiceExt::<Request>::into_make_service(app);

@@ -51,7 +51,7 @@ async fn echo_server() -> Echo {
         )
         .with_state(());
     let layer = HttpLayer::new(64 << 10, TableConfig::default(), Budget::new(64 << 20));
-    let app = layer.clone().answering::<Body>().layer(router);
+    let app = layer.clone().answering(Body::new).layer(router);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let make = ServiceExt::<Request>::into_make_service(app);

@@ -1,11 +1,99 @@
 //! Reading a whole body under a limit, without copying a body that comes in one frame,
-//! optionally charging each frame's bytes to a budget as they arrive.
+//! optionally charging each frame's bytes to a budget as they arrive; and
+//! [`WholeBody`], the body a whole body is handed on in, its trailers included.
 
 use super::store::BoxError;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http_body::Body;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use std::convert::Infallible;
 use std::future::poll_fn;
-use std::pin::pin;
+use std::pin::{pin, Pin};
+use std::task::{Context, Poll};
+
+/// A body read in full: its bytes, in one data frame, then its trailers, if it had any
+/// (gRPC's status travels in them). The layer answers in it (the first answer and every
+/// resend alike), hands whole requests on in it, and the [`Client`](super::Client)
+/// answers in it.
+///
+/// Its size is exact when it has no trailers; with trailers it announces none, so that
+/// an HTTP/1.1 server sends it chunked, the only framing that carries trailers.
+#[derive(Clone, Debug, Default)]
+pub struct WholeBody {
+    data: Bytes,
+    // Boxed: a body without trailers (most) stays as small as `Bytes` and an option.
+    trailers: Option<Box<HeaderMap>>,
+}
+
+impl WholeBody {
+    /// A body of `data`, then `trailers` if there are some.
+    pub fn new(data: Bytes, trailers: Option<HeaderMap>) -> Self {
+        let trailers = trailers.map(Box::new);
+        WholeBody { data, trailers }
+    }
+
+    /// The bytes not yet sent.
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
+    /// The trailers, if it has them and has not sent them yet.
+    pub fn trailers(&self) -> Option<&HeaderMap> {
+        self.trailers.as_deref()
+    }
+
+    /// Its bytes and trailers.
+    pub fn into_parts(self) -> (Bytes, Option<HeaderMap>) {
+        (self.data, self.trailers.map(|t| *t))
+    }
+
+    /// A body of `data`, then `trailers`, already boxed.
+    pub(crate) fn from_boxed(data: Bytes, trailers: Option<Box<HeaderMap>>) -> Self {
+        WholeBody { data, trailers }
+    }
+
+    /// Its bytes and trailers, still boxed.
+    pub(crate) fn into_boxed_parts(self) -> (Bytes, Option<Box<HeaderMap>>) {
+        (self.data, self.trailers)
+    }
+}
+
+impl From<Bytes> for WholeBody {
+    fn from(data: Bytes) -> Self {
+        WholeBody::new(data, None)
+    }
+}
+
+impl Body for WholeBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if !self.data.is_empty() {
+            return Poll::Ready(Some(Ok(Frame::data(std::mem::take(&mut self.data)))));
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(*t))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_empty() && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let len = self.data.len() as u64;
+        match self.trailers {
+            None => SizeHint::with_exact(len),
+            Some(_) => {
+                let mut hint = SizeHint::new();
+                hint.set_lower(len);
+                hint
+            }
+        }
+    }
+}
 
 /// Why a body could not be read in full.
 #[derive(Debug)]
@@ -18,10 +106,10 @@ pub(crate) enum ReadError {
     Body(BoxError),
 }
 
-/// The whole of `body`, at most `limit` bytes; trailers are dropped. A body of one data
+/// The whole of `body`, at most `limit` bytes, with its trailers. A body of one data
 /// frame is handed on as it came (for `Bytes` data, without a copy or an allocation); only
 /// a second frame makes a buffer that the frames are joined in.
-pub(crate) async fn read_limited<B>(body: B, limit: usize) -> Result<Bytes, ReadError>
+pub(crate) async fn read_limited<B>(body: B, limit: usize) -> Result<WholeBody, ReadError>
 where
     B: Body,
     B::Error: Into<BoxError>,
@@ -36,7 +124,7 @@ pub(crate) async fn read_charged<B>(
     body: B,
     limit: usize,
     mut charge: impl FnMut(usize) -> bool,
-) -> Result<Bytes, ReadError>
+) -> Result<WholeBody, ReadError>
 where
     B: Body,
     B::Error: Into<BoxError>,
@@ -48,13 +136,24 @@ where
     let mut first = Bytes::new();
     let mut joined: Option<BytesMut> = None;
     let mut read = 0usize;
+    // Boxed: the read's future, which holds it across awaits, stays small.
+    let mut trailers: Option<Box<HeaderMap>> = None;
     while !body.is_end_stream() {
         let Some(frame) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await else {
             break;
         };
         let frame = frame.map_err(|e| ReadError::Body(e.into()))?;
-        let Ok(mut data) = frame.into_data() else {
-            continue; // trailers
+        let mut data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                if let Ok(more) = frame.into_trailers() {
+                    match &mut trailers {
+                        Some(trailers) => trailers.extend(more),
+                        None => trailers = Some(Box::new(more)),
+                    }
+                }
+                continue;
+            }
         };
         let len = data.remaining();
         read = read.saturating_add(len);
@@ -75,7 +174,8 @@ where
             }
         }
     }
-    Ok(joined.map_or(first, BytesMut::freeze))
+    let data = joined.map_or(first, BytesMut::freeze);
+    Ok(WholeBody::from_boxed(data, trailers))
 }
 
 #[cfg(test)]
@@ -115,7 +215,8 @@ mod tests {
         B::Error: Into<BoxError>,
     {
         let runtime = tokio::runtime::Builder::new_current_thread().build();
-        runtime.unwrap().block_on(read_limited(body, limit))
+        let whole = runtime.unwrap().block_on(read_limited(body, limit));
+        whole.map(|whole| whole.into_parts().0)
     }
 
     #[test]
@@ -152,7 +253,7 @@ mod tests {
             charged.push(n);
             true
         }));
-        assert_eq!(read.unwrap(), "abcde");
+        assert_eq!(read.unwrap().data(), "abcde");
         assert_eq!(charged, [2, 3]);
         let mut room = 4;
         let refused = runtime.block_on(read_charged(frames(&["ab", "cde"]), 10, |n| {
@@ -161,6 +262,30 @@ mod tests {
             fits
         }));
         assert!(matches!(refused, Err(ReadError::Refused)));
+    }
+
+    #[test]
+    fn trailers_are_kept_and_sent_after_the_bytes() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for data in ["", "abc"] {
+            let sent = WholeBody::new(Bytes::from_static(data.as_bytes()), Some(trailers.clone()));
+            assert!(!sent.is_end_stream());
+            assert_eq!(sent.size_hint().exact(), None, "sent chunked in HTTP/1.1");
+            let read = runtime.block_on(read_limited(sent, 10)).unwrap();
+            assert_eq!(read.data(), data);
+            assert_eq!(read.trailers(), Some(&trailers));
+            let collected = runtime.block_on(http_body_util::BodyExt::collect(read));
+            let collected = collected.unwrap();
+            assert_eq!(collected.trailers(), Some(&trailers));
+            assert_eq!(collected.to_bytes(), data);
+        }
+        let plain = WholeBody::from(Bytes::from_static(b"abc"));
+        assert_eq!(plain.size_hint().exact(), Some(3));
+        assert!(WholeBody::default().is_end_stream());
     }
 
     #[test]

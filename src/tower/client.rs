@@ -1,7 +1,7 @@
 //! The client layer: numbers requests per session, keeps each request's bytes until its
 //! response arrives, and sends the same number again after connection errors.
 
-use super::body::{read_limited, ReadError};
+use super::body::{read_limited, ReadError, WholeBody};
 use super::key::{header, SessionId, ERROR_NAME, REQUEST_NAME, SESSION_NAME};
 use super::store::BoxError;
 use crate::RequestNr;
@@ -179,7 +179,7 @@ impl<S> fmt::Debug for Client<S> {
 
 /// The future of a [`Client`] call.
 pub type ClientFuture =
-    Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, ClientError>> + Send>>;
+    Pin<Box<dyn Future<Output = Result<Response<WholeBody>, ClientError>> + Send>>;
 
 impl<S, B, RB> Service<Request<B>> for Client<S>
 where
@@ -193,7 +193,7 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    type Response = Response<Full<Bytes>>;
+    type Response = Response<WholeBody>;
     type Error = ClientError;
     type Future = ClientFuture;
 
@@ -218,6 +218,15 @@ where
                     return Err(ClientError::RequestTooLarge)
                 }
                 Err(ReadError::Body(e)) => return Err(ClientError::RequestBody(e)),
+            };
+            // Requests are sent in `Full` bodies, which carry no trailers: refused
+            // rather than sent without them.
+            let body = match body.into_parts() {
+                (body, None) => body,
+                (_, Some(_)) => {
+                    let e = "request trailers cannot be sent by the client";
+                    return Err(ClientError::RequestBody(e.into()));
+                }
             };
             let template = Template {
                 method: parts.method,
@@ -284,7 +293,7 @@ fn decimal(m: u64) -> HeaderValue {
 
 /// What one attempt came to.
 enum Attempt {
-    Answered(Response<Full<Bytes>>),
+    Answered(Response<WholeBody>),
     Retry(BoxError),
     Fail(ClientError),
 }
@@ -307,7 +316,7 @@ where
         numbering: &mut Numbering,
         template: &Template,
         body: Bytes,
-    ) -> Result<Response<Full<Bytes>>, ClientError> {
+    ) -> Result<Response<WholeBody>, ClientError> {
         let id = match &numbering.session {
             Some((_, id)) => id.clone(),
             None => {
@@ -351,7 +360,8 @@ where
             .await?;
         let id = answer.headers().get(SESSION_NAME);
         match id.and_then(|v| v.to_str().ok()).and_then(SessionId::parse) {
-            Some(id) if answer.status() == StatusCode::CREATED => Ok(id),
+            // 201 for HTTP; 200 with an empty message for a gRPC call.
+            Some(id) if answer.status().is_success() && code.is_none() => Ok(id),
             _ => Err(ClientError::Refused {
                 status: answer.status(),
                 code: code.unwrap_or_else(|| "no-session".into()),
@@ -367,7 +377,7 @@ where
     async fn until_answered(
         &mut self,
         request: impl Fn() -> Request<Full<Bytes>>,
-    ) -> Result<(Response<Full<Bytes>>, Option<String>), ClientError> {
+    ) -> Result<(Response<WholeBody>, Option<String>), ClientError> {
         // Set at the first failure: a call answered at once reads no clock.
         let mut deadline = None;
         let mut backoff = self.config.first_backoff;
@@ -406,7 +416,7 @@ where
         };
         let (parts, body) = answer.into_parts();
         match read_limited(body, self.config.response_limit).await {
-            Ok(body) => Attempt::Answered(Response::from_parts(parts, Full::new(body))),
+            Ok(body) => Attempt::Answered(Response::from_parts(parts, body)),
             Err(ReadError::TooLarge | ReadError::Refused) => {
                 Attempt::Fail(ClientError::ResponseTooLarge)
             }

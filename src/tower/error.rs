@@ -159,7 +159,15 @@ impl<E> Error<E> {
     where
         E: fmt::Display,
     {
-        let mut response = Response::new(B::from(Bytes::from(self.problem())));
+        self.to_response_with_body(B::from)
+    }
+
+    /// [`to_response`](Self::to_response) with the body `body(problem)`.
+    pub(crate) fn to_response_with_body<B>(&self, body: impl FnOnce(Bytes) -> B) -> Response<B>
+    where
+        E: fmt::Display,
+    {
+        let mut response = Response::new(body(Bytes::from(self.problem())));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(

@@ -1,20 +1,31 @@
-//! A service that answers the layer's errors with their HTTP responses.
+//! A service that answers the layer's errors with their HTTP responses, or with gRPC
+//! trailers-only answers for gRPC calls.
 
+use super::body::WholeBody;
 use super::error::Error;
 use super::future::HttpResponseFuture;
-use bytes::Bytes;
-use http::Response;
-use http_body_util::Full;
+use super::grpc::is_grpc;
+use super::store::HttpStore;
+use http::{Request, Response};
 use std::convert::Infallible;
 use std::fmt;
 use std::task::{Context, Poll};
 use tower_service::Service;
 
-/// Answers every [`Error`] of the service it wraps with [`Error::to_response`] (with
-/// the body type `A` of the service's answers); made by [`HttpLayer`](super::HttpLayer).
-pub struct HttpErrors<S, A = Full<Bytes>> {
+/// Answers every [`Error`] of the service it wraps with [`Error::to_response`], or for
+/// a gRPC call (`content-type: application/grpc…`) with its trailers-only gRPC answer
+/// ([`grpc`](super::grpc) has the mapping), with the body type `A` of the service's
+/// answers; made by [`HttpLayer`](super::HttpLayer).
+pub struct HttpErrors<S, A = WholeBody> {
     inner: S,
-    refusal: Option<Response<A>>,
+    make: fn(WholeBody) -> A,
+    refusal: Option<Refusal<A>>,
+}
+
+/// The answers to the next call when the inner service failed to get ready.
+struct Refusal<A> {
+    http: Response<A>,
+    grpc: Response<A>,
 }
 
 impl<S: fmt::Debug, A> fmt::Debug for HttpErrors<S, A> {
@@ -26,9 +37,10 @@ impl<S: fmt::Debug, A> fmt::Debug for HttpErrors<S, A> {
 }
 
 impl<S, A> HttpErrors<S, A> {
-    pub(crate) fn new(inner: S) -> Self {
+    pub(crate) fn new(inner: S, store: HttpStore<A>) -> Self {
         HttpErrors {
             inner,
+            make: store.make(),
             refusal: None,
         }
     }
@@ -36,15 +48,18 @@ impl<S, A> HttpErrors<S, A> {
 
 impl<S: Clone, A> Clone for HttpErrors<S, A> {
     fn clone(&self) -> Self {
-        HttpErrors::new(self.inner.clone())
+        HttpErrors {
+            inner: self.inner.clone(),
+            make: self.make,
+            refusal: None,
+        }
     }
 }
 
-impl<S, Req, E, A> Service<Req> for HttpErrors<S, A>
+impl<S, B, E, A> Service<Request<B>> for HttpErrors<S, A>
 where
-    S: Service<Req, Response = Response<A>, Error = Error<E>>,
+    S: Service<Request<B>, Response = Response<A>, Error = Error<E>>,
     E: fmt::Display,
-    A: From<Bytes>,
 {
     type Response = Response<A>;
     type Error = Infallible;
@@ -54,17 +69,24 @@ where
         // An inner service that fails to get ready cannot take the next request: that
         // request is answered with the failure instead of being passed on.
         match self.inner.poll_ready(cx) {
-            Poll::Ready(Err(e)) => self.refusal = Some(e.to_response_with()),
+            Poll::Ready(Err(e)) => {
+                let make = self.make;
+                let http = e.to_response_with_body(|problem| make(WholeBody::from(problem)));
+                let grpc = e.to_grpc_response_with(make);
+                self.refusal = Some(Refusal { http, grpc });
+            }
             Poll::Ready(Ok(())) => self.refusal = None,
             Poll::Pending => return Poll::Pending,
         }
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Req) -> Self::Future {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let grpc = is_grpc(request.headers());
         match self.refusal.take() {
-            Some(refusal) => HttpResponseFuture::refused(refusal),
-            None => HttpResponseFuture::answering(self.inner.call(request)),
+            Some(refusal) if grpc => HttpResponseFuture::refused(refusal.grpc),
+            Some(refusal) => HttpResponseFuture::refused(refusal.http),
+            None => HttpResponseFuture::answering(self.inner.call(request), self.make, grpc),
         }
     }
 }

@@ -1,10 +1,9 @@
 //! The response futures of the server services.
 
+use super::body::WholeBody;
 use super::error::Error;
 use super::service::{Answer, RunToEnd};
-use bytes::Bytes;
 use http::Response;
-use http_body_util::Full;
 use pin_project_lite::pin_project;
 use std::convert::Infallible;
 use std::fmt;
@@ -75,11 +74,14 @@ impl<O: Send + 'static, E: Send + 'static> fmt::Debug for ResponseFuture<O, E> {
 }
 
 pin_project! {
-    /// The future of [`HttpErrors`](super::HttpErrors): an error becomes its response.
-    pub struct HttpResponseFuture<F, A = Full<Bytes>> {
+    /// The future of [`HttpErrors`](super::HttpErrors): an error becomes its response
+    /// (its gRPC answer for a gRPC call).
+    pub struct HttpResponseFuture<F, A = WholeBody> {
         #[pin]
         answer: Option<F>,
         refusal: Option<Response<A>>,
+        make: Option<fn(WholeBody) -> A>,
+        grpc: bool,
     }
 }
 
@@ -90,10 +92,12 @@ impl<F, A> fmt::Debug for HttpResponseFuture<F, A> {
 }
 
 impl<F, A> HttpResponseFuture<F, A> {
-    pub(crate) fn answering(answer: F) -> Self {
+    pub(crate) fn answering(answer: F, make: fn(WholeBody) -> A, grpc: bool) -> Self {
         HttpResponseFuture {
             answer: Some(answer),
             refusal: None,
+            make: Some(make),
+            grpc,
         }
     }
 
@@ -101,6 +105,8 @@ impl<F, A> HttpResponseFuture<F, A> {
         HttpResponseFuture {
             answer: None,
             refusal: Some(refusal),
+            make: None,
+            grpc: false,
         }
     }
 }
@@ -109,7 +115,6 @@ impl<F, E, A> Future for HttpResponseFuture<F, A>
 where
     F: Future<Output = Result<Response<A>, Error<E>>>,
     E: fmt::Display,
-    A: From<Bytes>,
 {
     type Output = Result<Response<A>, Infallible>;
 
@@ -118,7 +123,11 @@ where
         match this.answer.as_pin_mut() {
             Some(answer) => {
                 let answer = ready!(answer.poll(cx));
-                Poll::Ready(Ok(answer.unwrap_or_else(|e| e.to_response_with())))
+                let make = this.make.expect("an answering future has its body maker");
+                Poll::Ready(Ok(answer.unwrap_or_else(|e| match this.grpc {
+                    true => e.to_grpc_response_with(make),
+                    false => e.to_response_with_body(|problem| make(WholeBody::from(problem))),
+                })))
             }
             None => Poll::Ready(Ok(this.refusal.take().expect("polled after completion"))),
         }

@@ -35,6 +35,11 @@ impl SessionId {
         self.0.get()
     }
 
+    /// The [`Display`](fmt::Display) form as a header value.
+    pub(crate) fn to_header_value(self) -> http::HeaderValue {
+        http::HeaderValue::from_str(&self.to_string()).expect("hex digits are a header value")
+    }
+
     /// Parses the 16-digit hex form that [`Display`](fmt::Display) writes.
     pub fn parse(text: &str) -> Option<SessionId> {
         SessionId::parse_bytes(text.as_bytes())

@@ -1,13 +1,12 @@
 //! The server layers: [`ExactlyOnceLayer`] (typed errors) and [`HttpLayer`] (errors
 //! answered as HTTP responses, ready for axum and hyper).
 
+use super::body::WholeBody;
 use super::error_responses::HttpErrors;
 use super::key::HeaderKey;
 use super::service::{ExactlyOnce, Waits};
-use super::store::{AnswerBody, HttpStore, Store, StoredResponse};
+use super::store::{HttpStore, Store, StoredResponse};
 use crate::table::{Budget, SessionTable, TableConfig};
-use bytes::Bytes;
-use http_body_util::Full;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,14 +111,14 @@ impl<S, K: Clone, St: Store + Clone> Layer<S> for ExactlyOnceLayer<K, St> {
 
 /// [`ExactlyOnceLayer::http`] whose errors are answered with
 /// [`Error::to_response`](super::Error::to_response): its services never fail, as axum's
-/// routers require. Its answers have bodies of type `A`: [`Full`] unless
-/// [`answering`](Self::answering) says otherwise (e.g. axum's `Body`, to wrap a whole
-/// `Router` served by `axum::serve`).
-pub struct HttpLayer<A: AnswerBody = Full<Bytes>> {
+/// routers require. Its answers have bodies of type `A`: [`WholeBody`] (the bytes, then
+/// the trailers) unless [`answering`](Self::answering) says otherwise (e.g. axum's
+/// `Body::new`, to wrap a whole `Router` served by `axum::serve`).
+pub struct HttpLayer<A: Send + 'static = WholeBody> {
     layer: ExactlyOnceLayer<HeaderKey, HttpStore<A>>,
 }
 
-impl<A: AnswerBody> Clone for HttpLayer<A> {
+impl<A: Send + 'static> Clone for HttpLayer<A> {
     fn clone(&self) -> Self {
         HttpLayer {
             layer: self.layer.clone(),
@@ -127,7 +126,7 @@ impl<A: AnswerBody> Clone for HttpLayer<A> {
     }
 }
 
-impl<A: AnswerBody> fmt::Debug for HttpLayer<A> {
+impl<A: Send + 'static> fmt::Debug for HttpLayer<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpLayer").finish_non_exhaustive()
     }
@@ -142,7 +141,7 @@ impl HttpLayer {
     }
 }
 
-impl<A: AnswerBody> HttpLayer<A> {
+impl<A: Send + 'static> HttpLayer<A> {
     /// See [`ExactlyOnceLayer::with_resend_timeout`].
     pub fn with_resend_timeout(self, timeout: Duration) -> Self {
         self.layer.with_resend_timeout(timeout).into()
@@ -174,9 +173,10 @@ impl<A: AnswerBody> HttpLayer<A> {
         layer.into()
     }
 
-    /// The same layer (the same session table) answering with bodies of type `C`, and
-    /// handing requests to the inner service in them.
-    pub fn answering<C: AnswerBody>(self) -> HttpLayer<C> {
+    /// The same layer (the same session table) answering with bodies of type `C` made
+    /// by `make` (e.g. axum's `Body::new`), and handing requests to the inner service in
+    /// them; see [`HttpStore::answering`].
+    pub fn answering<C: Send + 'static>(self, make: fn(WholeBody) -> C) -> HttpLayer<C> {
         let ExactlyOnceLayer {
             key,
             store,
@@ -185,7 +185,7 @@ impl<A: AnswerBody> HttpLayer<A> {
         } = self.layer;
         let layer = ExactlyOnceLayer {
             key,
-            store: store.answering(),
+            store: store.answering(make),
             sessions,
             waits,
         };
@@ -198,16 +198,16 @@ impl<A: AnswerBody> HttpLayer<A> {
     }
 }
 
-impl<A: AnswerBody> From<ExactlyOnceLayer<HeaderKey, HttpStore<A>>> for HttpLayer<A> {
+impl<A: Send + 'static> From<ExactlyOnceLayer<HeaderKey, HttpStore<A>>> for HttpLayer<A> {
     fn from(layer: ExactlyOnceLayer<HeaderKey, HttpStore<A>>) -> Self {
         HttpLayer { layer }
     }
 }
 
-impl<S, A: AnswerBody> Layer<S> for HttpLayer<A> {
+impl<S, A: Send + 'static> Layer<S> for HttpLayer<A> {
     type Service = HttpErrors<ExactlyOnce<S, HeaderKey, HttpStore<A>>, A>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        HttpErrors::new(self.layer.layer(inner))
+        HttpErrors::new(self.layer.layer(inner), self.layer.store)
     }
 }

@@ -30,7 +30,7 @@
 //!     .route("/add", post(move || async move { counted.fetch_add(1, Ordering::SeqCst).to_string() }))
 //!     .with_state(());
 //! let layer = HttpLayer::new(1 << 20, TableConfig::default(), Budget::new(64 << 20));
-//! let app = ServiceExt::<Request>::into_make_service(layer.answering::<Body>().layer(router));
+//! let app = ServiceExt::<Request>::into_make_service(layer.answering(Body::new).layer(router));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
 //! let url = format!("http://{}/add", listener.local_addr().unwrap());
 //! tokio::spawn(async move { axum::serve(listener, app).await });
@@ -61,13 +61,17 @@
 //! - **Process**: the inner service runs, polled in the caller's task; if the caller
 //!   goes away first (its connection cut), the run finishes in a task of its own, so
 //!   that the client's resend gets its response. The response is stored ([`Store`]:
-//!   for HTTP status, headers and the body, buffered up to a limit) and answered.
+//!   for HTTP status, headers, the body, buffered up to a limit, and its trailers) and
+//!   answered; the first answer and every resend alike are a [`WholeBody`] (the bytes,
+//!   then the trailers) unless [`HttpLayer::answering`] makes another body of it.
 //! - **Resend** (the same number again, e.g. after a cut): the copy awaits the first
 //!   copy's outcome asynchronously, however long it runs (there is no lease to run
 //!   out, and no polling), and answers the stored response.
 //! - **Stale**, **Busy**, an unknown session: typed [`Error`]s, which
 //!   [`HttpLayer`] answers with fitting status codes ([`Error::status`]) in RFC 9457
-//!   problem details ([`problems`] lists them).
+//!   problem details ([`problems`] lists them); a gRPC call (`content-type:
+//!   application/grpc…`) gets them as trailers-only gRPC answers whose `grpc-status`
+//!   tells the client whether to resend ([`grpc`] has the mapping).
 //!
 //! Number 0 with the method `DELETE` ends the session. A number that skips ahead runs
 //! (as in MUSCLE3) and its answer carries [`SKIPPED_HEADER`]. Requests with no key
@@ -77,7 +81,8 @@
 //! # Getting a session id
 //!
 //! A request with the session header `new` creates a session and is answered `201`
-//! with the id in the session header; it runs nothing. If that answer is lost the client
+//! with the id in the session header (a gRPC call: a valid empty gRPC response, see
+//! [`grpc`]); it runs nothing. If that answer is lost the client
 //! asks again and gets a second id: the first session stays unused and expires after
 //! [`TableConfig::unused_expiry`](crate::table::TableConfig::unused_expiry) (seconds),
 //! so no lost answer, this one included, can cause a second run. Ids are chosen by the
@@ -123,6 +128,7 @@ mod client;
 mod error;
 mod error_responses;
 mod future;
+pub mod grpc;
 mod headers;
 mod key;
 mod layer;
@@ -131,6 +137,7 @@ mod service;
 mod store;
 mod whole;
 
+pub use body::WholeBody;
 pub use client::{Client, ClientConfig, ClientError, ClientFuture, ClientLayer};
 pub use error::Error;
 pub use error::PROBLEM_TYPES;
@@ -144,6 +151,6 @@ pub use key::{
 pub use layer::{ExactlyOnceLayer, HttpLayer};
 pub use service::ExactlyOnce;
 pub use store::{
-    AnswerBody, BoxError, CloneStore, HttpStore, Store, StoreError, StoreResponse, StoredResponse,
+    BoxError, CloneStore, HttpStore, Store, StoreError, StoreResponse, StoredResponse,
 };
 pub use whole::{RequestError, TakeWhole};

@@ -102,7 +102,7 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         let started = match self.key.key(&request) {
             Err(e) => return ResponseFuture::ready(Err(Error::Key(e))),
-            Ok(Key::Create) => return ResponseFuture::ready(self.create()),
+            Ok(Key::Create) => return ResponseFuture::ready(self.create(&request)),
             Ok(Key::End { session }) => {
                 self.sessions.end(session.get());
                 return ResponseFuture::ready(Ok(self.store.session_ended()));
@@ -131,10 +131,13 @@ where
 impl<S, K, St: Store> ExactlyOnce<S, K, St> {
     /// Creates a session, detached at once: unused, it expires within the table's
     /// unused expiry.
-    fn create<E>(&self) -> Result<St::Output, Error<E>> {
+    fn create<E, Req>(&self, request: &Req) -> Result<St::Output, Error<E>>
+    where
+        St: TakeWhole<Req>,
+    {
         let created = self.sessions.create().map_err(table_error)?;
         let id = SessionId::new(created.id()).expect("the table never makes id 0");
-        Ok(self.store.session_created(id))
+        Ok(self.store.session_created_for(request, id))
     }
 }
 

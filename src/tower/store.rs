@@ -1,16 +1,14 @@
 //! How a response is kept for resends and answered again: [`Store`], with
 //! [`CloneStore`] for responses that are `Clone` and [`HttpStore`] for HTTP.
 
-use super::body::{read_limited, ReadError};
+use super::body::{read_limited, ReadError, WholeBody};
 use super::headers::StoredHeaders;
 use super::key::{SessionId, ERROR_NAME, SESSION_NAME, SKIPPED_NAME};
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderValue, Response, StatusCode, Version};
 use http_body::Body;
-use http_body_util::Full;
 use std::fmt;
 use std::future::Future;
-use std::marker::PhantomData;
 
 /// Errors a body may fail with, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -129,8 +127,8 @@ impl<R: Clone + Send + Sync + 'static> Store for CloneStore<R> {
     }
 }
 
-/// An HTTP response as kept for resends: status, version, headers and the whole body.
-/// Extensions are not kept (they are not `Clone`).
+/// An HTTP response as kept for resends: status, version, headers, the whole body and
+/// its trailers. Extensions are not kept (they are not `Clone`).
 #[derive(Clone, Debug)]
 pub struct StoredResponse {
     /// The status.
@@ -141,26 +139,23 @@ pub struct StoredResponse {
     pub headers: StoredHeaders,
     /// The body, buffered.
     pub body: Bytes,
+    /// The body's trailers, if it had any (gRPC's status is in them); boxed, so that a
+    /// response without them (most) is kept in fewer bytes.
+    pub trailers: Option<Box<HeaderMap>>,
 }
 
-/// A body [`HttpStore`] answers with: made from the buffered bytes, or empty. Every
-/// `From<Bytes> + Default` body is one ([`Full`], axum's `Body`, …).
-pub trait AnswerBody: From<Bytes> + Default + Send + 'static {}
-
-impl<A: From<Bytes> + Default + Send + 'static> AnswerBody for A {}
-
-/// Keeps HTTP responses, their bodies buffered up to a limit, and answers with bodies of
-/// type `A` (any body made from [`Bytes`]: [`Full`] unless [`answering`](Self::answering)
-/// says otherwise). A response whose body is longer abandons its request, and the
-/// caller gets [`StoreError::TooLarge`].
+/// Keeps HTTP responses, their bodies (and trailers) buffered up to a limit, and answers
+/// with bodies of type `A`: [`WholeBody`], which sends the trailers too, unless
+/// [`answering`](Self::answering) says otherwise. A response whose body is longer
+/// abandons its request, and the caller gets [`StoreError::TooLarge`].
 ///
 /// It also takes requests whole before they are triaged
 /// ([`TakeWhole`](super::TakeWhole)): their bodies are read in full, up to the request
 /// limit, and handed to the inner service in bodies of type `A`.
-pub struct HttpStore<A = Full<Bytes>> {
+pub struct HttpStore<A = WholeBody> {
     body_limit: usize,
     request_limit: usize,
-    answers: PhantomData<fn() -> A>,
+    make: fn(WholeBody) -> A,
 }
 
 impl HttpStore {
@@ -169,20 +164,32 @@ impl HttpStore {
         HttpStore {
             body_limit,
             request_limit: body_limit,
-            answers: PhantomData,
+            make: std::convert::identity,
         }
     }
 }
 
 impl<A> HttpStore<A> {
-    /// The same store answering with bodies of type `C`, and handing requests on in
-    /// them.
-    pub fn answering<C>(self) -> HttpStore<C> {
+    /// The same store answering with bodies of type `C` made by `make` from the
+    /// [`WholeBody`] it would answer with, and handing requests on in them: axum's
+    /// `Body::new`, to wrap a whole `Router`. A `make` that keeps only the bytes drops
+    /// the trailers, which gRPC's status travels in.
+    pub fn answering<C>(self, make: fn(WholeBody) -> C) -> HttpStore<C> {
         HttpStore {
             body_limit: self.body_limit,
             request_limit: self.request_limit,
-            answers: PhantomData,
+            make,
         }
+    }
+
+    /// How its answers' bodies are made.
+    pub(crate) fn make(&self) -> fn(WholeBody) -> A {
+        self.make
+    }
+
+    /// A body of type `A` of `data` then `trailers`.
+    pub(crate) fn body(&self, data: Bytes, trailers: Option<Box<HeaderMap>>) -> A {
+        (self.make)(WholeBody::from_boxed(data, trailers))
     }
 
     /// The same store taking request bodies of at most `limit` bytes; a longer one is
@@ -220,17 +227,18 @@ where
     B: Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
-    A: AnswerBody,
+    A: Send + 'static,
 {
     fn store(
         &self,
         response: Response<B>,
     ) -> impl Future<Output = Result<(StoredResponse, Response<A>), StoreError>> + Send {
         let limit = self.body_limit;
+        let make = self.make;
         let (mut parts, body) = response.into_parts();
         async move {
-            let body = match read_limited(body, limit).await {
-                Ok(body) => body,
+            let (body, trailers) = match read_limited(body, limit).await {
+                Ok(whole) => whole.into_boxed_parts(),
                 Err(ReadError::TooLarge | ReadError::Refused) => {
                     return Err(StoreError::TooLarge { limit })
                 }
@@ -244,8 +252,10 @@ where
                 version: parts.version,
                 headers: StoredHeaders::new(&parts.headers),
                 body: body.clone(),
+                trailers: trailers.clone(),
             };
-            Ok((stored, Response::from_parts(parts, A::from(body))))
+            let first = make(WholeBody::from_boxed(body, trailers));
+            Ok((stored, Response::from_parts(parts, first)))
         }
     }
 
@@ -257,12 +267,13 @@ where
     }
 }
 
-impl<A: AnswerBody> Store for HttpStore<A> {
+impl<A: Send + 'static> Store for HttpStore<A> {
     type Stored = StoredResponse;
     type Output = Response<A>;
 
     fn replay(&self, stored: &StoredResponse) -> Response<A> {
-        let mut response = Response::new(A::from(stored.body.clone()));
+        let body = self.body(stored.body.clone(), stored.trailers.clone());
+        let mut response = Response::new(body);
         *response.status_mut() = stored.status;
         *response.version_mut() = stored.version;
         *response.headers_mut() = stored.headers.to_map();
@@ -270,15 +281,16 @@ impl<A: AnswerBody> Store for HttpStore<A> {
     }
 
     fn session_created(&self, id: SessionId) -> Response<A> {
-        let mut response = Response::new(A::default());
+        let mut response = Response::new(self.body(Bytes::new(), None));
         *response.status_mut() = StatusCode::CREATED;
-        let value = HeaderValue::from_str(&id.to_string()).expect("hex digits are a header value");
-        response.headers_mut().insert(SESSION_NAME, value);
+        response
+            .headers_mut()
+            .insert(SESSION_NAME, id.to_header_value());
         response
     }
 
     fn session_ended(&self) -> Response<A> {
-        let mut response = Response::new(A::default());
+        let mut response = Response::new(self.body(Bytes::new(), None));
         *response.status_mut() = StatusCode::NO_CONTENT;
         response
             .headers_mut()
@@ -287,12 +299,14 @@ impl<A: AnswerBody> Store for HttpStore<A> {
     }
 
     fn weigh(&self, stored: &StoredResponse) -> usize {
-        let headers: usize = stored
-            .headers
+        let headers: usize = stored.headers.iter().map(header_bytes).sum();
+        let trailers: usize = stored
+            .trailers
             .iter()
-            .map(|(name, value)| name.as_str().len() + value.len())
+            .flat_map(|t| t.iter())
+            .map(header_bytes)
             .sum();
-        stored.body.len() + headers
+        stored.body.len() + headers + trailers
     }
 
     fn in_flight_bytes(&self) -> usize {
@@ -300,17 +314,22 @@ impl<A: AnswerBody> Store for HttpStore<A> {
     }
 }
 
+/// The bytes of one header, name and value.
+fn header_bytes((name, value): (&http::HeaderName, &HeaderValue)) -> usize {
+    name.as_str().len() + value.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt;
+    use http_body_util::{BodyExt, Full};
 
     fn block_on<F: Future>(future: F) -> F::Output {
         let runtime = tokio::runtime::Builder::new_current_thread().build();
         runtime.unwrap().block_on(future)
     }
 
-    fn collected(response: Response<Full<Bytes>>) -> (http::response::Parts, Bytes) {
+    fn collected(response: Response<WholeBody>) -> (http::response::Parts, Bytes) {
         let (parts, body) = response.into_parts();
         let body = block_on(body.collect()).unwrap().to_bytes();
         (parts, body)
@@ -349,6 +368,27 @@ mod tests {
     }
 
     #[test]
+    fn the_first_answer_and_every_resend_end_with_the_trailers() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("5"));
+        trailers.insert(
+            "grpc-message",
+            HeaderValue::from_static("no%20such%20thing"),
+        );
+        let body = WholeBody::new(Bytes::from_static(b"body"), Some(trailers.clone()));
+        let store = HttpStore::new(100);
+        let (stored, first) = block_on(store.store(Response::new(body))).unwrap();
+        assert_eq!(stored.trailers.as_deref(), Some(&trailers));
+        let weight = "body".len() + "grpc-status".len() + 1 + "grpc-message".len() + 17;
+        assert_eq!(store.weigh(&stored), weight);
+        for answer in [first, store.replay(&stored), store.replay(&stored)] {
+            let all = block_on(answer.into_body().collect()).unwrap();
+            assert_eq!(all.trailers(), Some(&trailers));
+            assert_eq!(all.to_bytes(), "body");
+        }
+    }
+
+    #[test]
     fn answers_take_the_body_type_asked_for() {
         /// A body made from bytes that remembers them, to see what the store made.
         #[derive(Default)]
@@ -358,7 +398,7 @@ mod tests {
                 Made(bytes)
             }
         }
-        let store = HttpStore::new(100).answering::<Made>();
+        let store = HttpStore::new(100).answering(|whole| Made(whole.into_parts().0));
         let response = Response::new(Full::new(Bytes::from_static(b"abc")));
         let (stored, first) = block_on(store.store(response)).unwrap();
         assert_eq!(first.body().0, "abc");

@@ -9,7 +9,9 @@
 //! nothing, and the resend runs.
 
 use super::body::{read_charged, ReadError};
-use super::store::{AnswerBody, BoxError, CloneStore, HttpStore, Store, StoredResponse};
+use super::grpc;
+use super::key::SessionId;
+use super::store::{BoxError, CloneStore, HttpStore, Store, StoredResponse};
 use crate::table::{Reservation, SessionTable};
 use http::Request;
 use http_body::Body;
@@ -30,6 +32,13 @@ pub trait TakeWhole<Req>: Store {
         request: Req,
         sessions: &SessionTable<Self::Stored>,
     ) -> impl Future<Output = Result<(Self::Whole, Reservation), RequestError>> + Send + 'static;
+
+    /// The answer to `request`, which created session `id`: by default
+    /// [`session_created`](Store::session_created), whatever the request.
+    fn session_created_for(&self, request: &Req, id: SessionId) -> Self::Output {
+        let _ = request;
+        self.session_created(id)
+    }
 }
 
 /// Why a request could not be taken whole; it was not triaged nor run.
@@ -75,13 +84,13 @@ impl<R: Clone + Send + Sync + 'static, Req: Send + 'static> TakeWhole<Req> for C
 
 /// An HTTP request is whole once its body has arrived in full, within the store's
 /// [request limit](HttpStore::with_request_limit); the inner service gets it with the
-/// body buffered, in the store's body type `A`.
+/// body buffered (its trailers too), in the store's body type `A`.
 impl<B, A> TakeWhole<Request<B>> for HttpStore<A>
 where
     B: Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
-    A: AnswerBody,
+    A: Send + 'static,
 {
     type Whole = Request<A>;
 
@@ -99,24 +108,35 @@ where
         // evicting sessions without a connection that retain a response.
         let sessions = sessions.clone();
         let mut held = sessions.budget().reserve_anyway(0);
+        let store = *self;
         async move {
             if announced.is_some_and(|n| n > limit as u64) {
                 return Err(RequestError::TooLarge { limit });
             }
-            let body =
-                match read_charged(body, limit, |n| sessions.admit(&mut held, n, |_| true)).await {
-                    Ok(body) => body,
-                    Err(ReadError::TooLarge) => return Err(RequestError::TooLarge { limit }),
-                    Err(ReadError::Refused) => return Err(RequestError::OverBudget),
-                    Err(ReadError::Body(e)) => return Err(RequestError::Incomplete(e)),
-                };
+            let grow = |n| sessions.admit(&mut held, n, |_| true);
+            let (body, trailers) = match read_charged(body, limit, grow).await {
+                Ok(whole) => whole.into_boxed_parts(),
+                Err(ReadError::TooLarge) => return Err(RequestError::TooLarge { limit }),
+                Err(ReadError::Refused) => return Err(RequestError::OverBudget),
+                Err(ReadError::Body(e)) => return Err(RequestError::Incomplete(e)),
+            };
             // hyper checks the length itself; this also holds for a body that just ends.
             if let Some(n) = announced.filter(|&n| n != body.len() as u64) {
                 let e = format!("{} of the announced {n} bytes arrived", body.len());
                 return Err(RequestError::Incomplete(e.into()));
             }
-            Ok((Request::from_parts(parts, A::from(body)), held))
+            let body = store.body(body, trailers);
+            Ok((Request::from_parts(parts, body), held))
         }
+    }
+
+    /// A gRPC call gets a valid empty gRPC response (see [`grpc`](super::grpc)); any
+    /// other request [`session_created`](Store::session_created).
+    fn session_created_for(&self, request: &Request<B>, id: SessionId) -> Self::Output {
+        if grpc::is_grpc(request.headers()) {
+            return grpc::session_created(self.make(), id.to_header_value());
+        }
+        self.session_created(id)
     }
 }
 
