@@ -11,7 +11,9 @@ use exactly_once::table::{Budget, TableConfig};
 use exactly_once::tower::HttpLayer;
 use http::StatusCode;
 use std::time::Duration;
-use tower_support::{create_session, pool, request, send, serve_layer, BODY_LIMIT};
+use tower_support::{
+    bystander_calls, create_session, pool, report_attack, request, send, serve_layer, BODY_LIMIT,
+};
 
 /// A server whose budget holds `limits` times the body limit, and which lets up to 64
 /// copies of a session's requests wait at once.
@@ -65,6 +67,11 @@ async fn idle_sessions_retaining_responses_do_not_lock_out_a_newcomer() {
         assert_eq!(answer.status, StatusCode::OK, "call {m}: {answer:?}");
     }
     assert_eq!(server.runs(), 8 + 20);
+    report_attack(
+        "8 idle sessions retaining ~the budget",
+        "20/20 calls",
+        &format!("{} KiB retained before", retained >> 10),
+    );
     // The longest idle gave way; a client whose session was evicted is told so (an
     // error, never a second run).
     let evicted = send(
@@ -146,6 +153,11 @@ async fn waiting_resends_whose_callers_left_stop_waiting() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = metrics.num_alive_tasks();
+    report_attack(
+        "50 waiting resends whose callers left",
+        "the resend after: answered",
+        &format!("tasks {before} -> {after}"),
+    );
     assert!(
         after < before + 10,
         "{before} tasks before the cut resends, {after} after them"
@@ -187,8 +199,51 @@ async fn waiting_copies_past_the_cap_are_told_to_come_back() {
         }
     }
     assert!(answered <= 4, "{answered} copies waited");
+    report_attack(
+        "12 copies of one request, cap 4",
+        "the run answered once",
+        &format!("{answered} waited, {told_to_come_back} told 503 + Retry-After"),
+    );
     assert_eq!(answered + told_to_come_back, 12);
     let later = send(&pool, request(&url, Some(&slow), 1, &delay, "s")).await;
     assert_eq!(later, first);
     assert_eq!(server.runs(), 1);
+}
+
+/// Clients that announce a body and send only its first kilobyte hold only what they
+/// sent: a bystander's calls fit beside 80 of them in a budget of 8 body limits (before
+/// bodies were charged as they arrive, each held the whole limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_bodies_hold_only_what_has_arrived() {
+    use tokio::io::AsyncWriteExt;
+    let server = server_with_budget(8).await;
+    let pool = pool();
+    let (victim, bystander) = (
+        create_session(&pool, &server).await,
+        create_session(&pool, &server).await,
+    );
+    let mut slow = Vec::new();
+    for m in 1..=80u64 {
+        let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let head = format!(
+            "POST /count HTTP/1.1\r\nhost: x\r\nexactly-once-session: {victim}\r\n\
+             exactly-once-request: {m}\r\ncontent-length: {}\r\n\r\n",
+            BODY_LIMIT - 1024
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&[b'x'; 1024]).await.unwrap();
+        slow.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let used = server.layer.sessions().budget().used();
+    let answered = bystander_calls(&pool, &server, &bystander, 20, Duration::ZERO, || ()).await;
+    report_attack(
+        "80 request bodies stalled after 1 KiB",
+        &format!("{answered}/20 calls"),
+        &format!("budget in use {} KiB", used >> 10),
+    );
+    assert_eq!(answered, 20);
+    assert!(used <= 80 * 4096, "{used} bytes held for 80 KiB sent");
+    drop(slow);
+    assert_eq!(server.runs(), 20);
 }

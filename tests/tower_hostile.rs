@@ -9,19 +9,13 @@ mod tower_support;
 
 use exactly_once::table::{Budget, TableConfig};
 use exactly_once::tower::HttpLayer;
-use http::StatusCode;
+
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tower_layer::Layer;
-use tower_support::{create_session, pool, request, send, Handler, TestServer, BODY_LIMIT};
-
-/// The resident memory of this process, in bytes.
-fn rss() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    let kib: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib << 10
-}
+use tower_support::{
+    bystander_calls, create_session, pool, report_attack, rss, Handler, TestServer, BODY_LIMIT,
+};
 
 async fn serve_hardened(limits: http_serve::Limits) -> TestServer {
     let layer = HttpLayer::new(BODY_LIMIT, TableConfig::default(), Budget::new(64 << 20));
@@ -63,22 +57,20 @@ async fn unfinished_request_heads_neither_grow_memory_nor_lock_out_a_bystander()
         })
         .collect();
     let mut peak = 0;
-    let mut answered = 0;
-    for m in 1..=20 {
-        let answer = send(
-            &pool,
-            request(&server.url("/count"), Some(&bystander), m, &[], "b"),
-        )
-        .await;
-        answered += usize::from(answer.status == StatusCode::OK);
-        peak = peak.max(rss());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let pause = Duration::from_millis(50);
+    let answered = bystander_calls(&pool, &server, &bystander, 20, pause, || {
+        peak = peak.max(rss())
+    })
+    .await;
     for attacker in attackers {
         attacker.await.unwrap();
     }
     let grown = peak.saturating_sub(before);
-    println!("RSS {before} -> peak {peak} (+{grown}); bystander {answered}/20");
+    report_attack(
+        "300 unfinished 200 KB request heads",
+        &format!("{answered}/20 calls"),
+        &format!("RSS +{:.1} MiB", grown as f64 / f64::from(1 << 20)),
+    );
     assert_eq!(answered, 20, "the bystander's calls");
     assert!(
         grown < 24 << 20,
@@ -106,6 +98,11 @@ async fn silent_connections_are_closed_after_the_header_read_timeout() {
     let pool = pool();
     let created = tokio::time::timeout(Duration::from_secs(5), create_session(&pool, &server));
     assert!(created.await.is_ok(), "a place came free");
+    report_attack(
+        "8 silent connections at a limit of 8",
+        "a new client served",
+        "closed at the 300 ms header timeout",
+    );
     for mut stream in silent {
         let mut buf = [0; 1];
         let read = tokio::io::AsyncReadExt::read(&mut stream, &mut buf);

@@ -181,3 +181,41 @@ pub async fn create_session(pool: &HttpPool, server: &TestServer) -> String {
     assert_eq!(answer.status, StatusCode::CREATED);
     answer.session.expect("a created session carries its id")
 }
+
+/// One row of `scripts/attack`'s HTTP table: the attack, what the bystander got, and
+/// what else was measured.
+pub fn report_attack(row: &str, bystander: &str, measured: &str) {
+    println!("HTTP-ATTACK|{row}|{bystander}|{measured}");
+}
+
+/// The resident memory of this process, in bytes.
+pub fn rss() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib << 10
+}
+
+/// A bystander's `calls` honest calls on `session` (numbers 1, 2, ...), `pause` apart,
+/// `each` run after each; how many were answered 200.
+pub async fn bystander_calls(
+    pool: &HttpPool,
+    server: &TestServer,
+    session: &str,
+    calls: u64,
+    pause: Duration,
+    mut each: impl FnMut(),
+) -> usize {
+    let mut answered = 0;
+    for m in 1..=calls {
+        let answer = send(
+            pool,
+            request(&server.url("/count"), Some(session), m, &[], "b"),
+        )
+        .await;
+        answered += usize::from(answer.status == StatusCode::OK);
+        each();
+        tokio::time::sleep(pause).await;
+    }
+    answered
+}
