@@ -25,8 +25,10 @@ fn used_and_detached(table: &SessionTable<Vec<u8>>) -> u64 {
 #[test]
 fn ids_are_nonzero_distinct_and_carry_the_owner() {
     let table = table(1000, LONG, LONG);
-    let ids: HashSet<u64> = (0..1000).map(|_| table.create().unwrap().id()).collect();
-    assert_eq!(ids.len(), 1000);
+    // Each id is a keyed hash: a few under Miri, which interprets every step.
+    let n = if cfg!(miri) { 100 } else { 1000 };
+    let ids: HashSet<u64> = (0..n).map(|_| table.create().unwrap().id()).collect();
+    assert_eq!(ids.len(), n);
     assert!(ids.iter().all(|&id| id != 0 && owner_of(id) == 5));
 }
 
