@@ -12,7 +12,6 @@ use crate::sync::planted_bug;
 use crate::wait::blocking::Parker;
 use std::fmt;
 use std::marker::PhantomData;
-use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
 /// Exactly-once processing of one client session's numbered requests.
@@ -166,16 +165,10 @@ impl<T, S: Slot<T>> SessionState<T, S> {
     /// it held dropped while the guard still abandons on a panic.
     #[inline(always)]
     pub(crate) fn publish(guard: ProcessGuard<'_, T, S>, response: Arc<T>) {
-        let slot = &guard.session.slot;
-        guard.session.drain_readers();
-        // SAFETY: the guard owns `Processing(m)` and the readers have left; none can
-        // enter until `m` is settled. (Empty already if `start` found no reader.)
-        drop(unsafe { slot.take() });
-        // SAFETY: as above; the cell is empty now.
-        drop(unsafe { slot.put(response) });
-        let guard = ManuallyDrop::new(guard);
-        let previous = guard.session.word.complete(guard.request.get());
-        guard.session.wake_waiters(previous);
+        // The guard's duty (abandon on a panic) passes to `publish_claimed`'s own.
+        let (session, m) = (guard.session, guard.request.get());
+        std::mem::forget(guard);
+        session.publish_claimed(m, response);
     }
 
     /// [`publish`](Self::publish) for the `Processing(m)` this thread has just claimed
