@@ -417,23 +417,27 @@ fn announce_64_mib_send_16(raw: &mut Raw) {
     raw.send(&[0; 16]);
 }
 
+/// Opens `connections` new sessions, sends each what `stall` sends, and holds them all,
+/// silent, until the attack is over.
+fn stall_until_stopped(target: &Target, connections: usize, stall: impl Fn(&mut Raw)) {
+    let mut held = Vec::new();
+    for _ in 0..connections {
+        let mut raw = target.raw().expect("connect");
+        raw.handshake(0);
+        stall(&mut raw);
+        held.push(raw);
+    }
+    while !target.stopped() {
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn frames_announced_at_64_mib_hold_only_the_bytes_sent() {
     let figures = run(
         "8 x 64 MiB announced, 16 B sent",
         large_frame_config(),
-        |target| {
-            let mut held = Vec::new();
-            for _ in 0..8 {
-                let mut raw = target.raw().expect("connect");
-                raw.handshake(0);
-                announce_64_mib_send_16(&mut raw);
-                held.push(raw);
-            }
-            while !target.stopped() {
-                thread::sleep(Duration::from_millis(10));
-            }
-        },
+        |target| stall_until_stopped(target, 8, announce_64_mib_send_16),
     );
     figures.assert_bystander_unharmed();
     figures.assert_calls_prompt();
@@ -471,18 +475,11 @@ fn frames_stalled_near_their_end_give_way_to_calls_that_fit() {
     // together they would hold three times the 8 MiB budget.
     let row = "12 x 1 MiB frames stalled 16 B short";
     let figures = run(row, attack_config(), |target| {
-        let mut held = Vec::new();
-        for _ in 0..12 {
-            let mut raw = target.raw().expect("connect");
-            raw.handshake(0);
+        stall_until_stopped(target, 12, |raw| {
             raw.send_u64(1);
             raw.send_u64(1 << 20);
             raw.send(&vec![0; (1 << 20) - 16]);
-            held.push(raw);
-        }
-        while !target.stopped() {
-            thread::sleep(Duration::from_millis(10));
-        }
+        });
     });
     figures.assert_bystander_unharmed();
     figures.assert_calls_prompt();
