@@ -2,6 +2,7 @@
 //! response arrives, and sends the same number again after connection errors.
 
 use super::body::{read_limited, ReadError, WholeBody};
+use super::grpc::{grpc_status, GrpcCode};
 use super::key::{header, SessionId, ERROR_NAME, REQUEST_NAME, SESSION_NAME};
 use super::store::BoxError;
 use crate::RequestNr;
@@ -122,6 +123,9 @@ pub struct Client<S> {
     config: ClientConfig,
     numbering: Arc<Mutex<Numbering>>,
     retries: Arc<AtomicU64>,
+    /// Whether an answer with `grpc-status` UNAVAILABLE that the layer did not give is
+    /// sent again (the [`GrpcClient`](super::GrpcClient)'s policy).
+    resend_unavailable: bool,
 }
 
 #[derive(Debug)]
@@ -148,7 +152,15 @@ impl<S> Client<S> {
             config,
             numbering: Arc::new(Mutex::new(Numbering::new())),
             retries: Arc::new(AtomicU64::new(0)),
+            resend_unavailable: false,
         }
+    }
+
+    /// A client that also sends a call again when it is answered `grpc-status`
+    /// UNAVAILABLE by something other than the layer.
+    pub(crate) fn resending_unavailable(mut self) -> Self {
+        self.resend_unavailable = true;
+        self
     }
 
     /// How many times calls have been sent again (creations of the session included).
@@ -165,6 +177,7 @@ impl<S: Clone> Clone for Client<S> {
             config: self.config,
             numbering: Arc::clone(&self.numbering),
             retries: Arc::clone(&self.retries),
+            resend_unavailable: self.resend_unavailable,
         }
     }
 }
@@ -203,13 +216,48 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> ClientFuture {
+        let answered = self.answered(request);
+        Box::pin(async move {
+            match answered.await? {
+                (answer, None) => Ok(answer),
+                (answer, Some(code)) => Err(ClientError::Refused {
+                    status: answer.status(),
+                    code,
+                }),
+            }
+        })
+    }
+}
+
+/// A call's answer and, if the server answered for the layer, the layer's error code.
+pub(crate) type Answered = Result<(Response<WholeBody>, Option<String>), ClientError>;
+
+impl<S> Client<S> {
+    /// Numbers `request` and sends it until answered: the answer, with the layer's
+    /// error code if the layer refused it.
+    pub(crate) fn answered<B, RB>(
+        &self,
+        request: Request<B>,
+    ) -> impl Future<Output = Answered> + Send + 'static
+    where
+        S: Service<Request<Full<Bytes>>, Response = Response<RB>> + Clone + Send + 'static,
+        S::Future: Send,
+        S::Error: Into<BoxError>,
+        RB: Body + Send + 'static,
+        RB::Data: Send,
+        RB::Error: Into<BoxError>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
         let call = Sender {
             inner: self.inner.clone(),
             config: self.config,
             retries: Arc::clone(&self.retries),
+            resend_unavailable: self.resend_unavailable,
         };
         let numbering = Arc::clone(&self.numbering);
-        Box::pin(async move {
+        async move {
             let (parts, body) = request.into_parts();
             let body = match read_limited(body, call.config.request_limit).await {
                 Ok(body) => body,
@@ -236,7 +284,7 @@ where
             };
             let mut numbering = numbering.lock().await;
             call.numbered(&mut numbering, &template, body).await
-        })
+        }
     }
 }
 
@@ -302,6 +350,7 @@ struct Sender<S> {
     inner: S,
     config: ClientConfig,
     retries: Arc<AtomicU64>,
+    resend_unavailable: bool,
 }
 
 impl<S, RB> Sender<S>
@@ -316,7 +365,7 @@ where
         numbering: &mut Numbering,
         template: &Template,
         body: Bytes,
-    ) -> Result<Response<WholeBody>, ClientError> {
+    ) -> Answered {
         let id = match &numbering.session {
             Some((_, id)) => id.clone(),
             None => {
@@ -334,21 +383,13 @@ where
             Ok(next) => numbering.next = next,
             Err(_) => *numbering = Numbering::new(),
         }
-        let (answer, code) = self
+        let answered = self
             .until_answered(|| template.request(body.clone(), id.clone(), m.get()))
             .await?;
-        match code {
-            None => Ok(answer),
-            Some(code) => {
-                if code == "unknown-session" {
-                    *numbering = Numbering::new();
-                }
-                Err(ClientError::Refused {
-                    status: answer.status(),
-                    code,
-                })
-            }
+        if answered.1.as_deref() == Some("unknown-session") {
+            *numbering = Numbering::new();
         }
+        Ok(answered)
     }
 
     /// Asks for a session: the server runs nothing for it, so sending it again after a
@@ -374,10 +415,7 @@ where
     /// out of budget or sessions) is tried again after a pause, until
     /// [`ClientConfig::retry_for`]. The answer comes with the layer's error code, if
     /// the server answered for the layer.
-    async fn until_answered(
-        &mut self,
-        request: impl Fn() -> Request<Full<Bytes>>,
-    ) -> Result<(Response<WholeBody>, Option<String>), ClientError> {
+    async fn until_answered(&mut self, request: impl Fn() -> Request<Full<Bytes>>) -> Answered {
         // Set at the first failure: a call answered at once reads no clock.
         let mut deadline = None;
         let mut backoff = self.config.first_backoff;
@@ -388,6 +426,9 @@ where
                 Attempt::Answered(answer) => match refusal(&answer) {
                     Some(code) if RETRY_LATER.contains(&code.as_str()) => {
                         format!("the server asks to send again later: {code}").into()
+                    }
+                    None if self.resend_unavailable && unavailable(&answer) => {
+                        "the call was answered UNAVAILABLE".into()
                     }
                     code => return Ok((answer, code)),
                 },
@@ -434,6 +475,12 @@ const RETRY_LATER: [&str; 5] = [
     "table-full",
     "incomplete-body",
 ];
+
+/// Whether `answer` is a gRPC answer with `grpc-status` UNAVAILABLE.
+fn unavailable(answer: &Response<WholeBody>) -> bool {
+    let status = grpc_status(answer.headers(), answer.body().trailers());
+    status == Some(GrpcCode::Unavailable.number())
+}
 
 /// The layer's error code, if the server answered for the layer.
 fn refusal<B>(answer: &Response<B>) -> Option<String> {

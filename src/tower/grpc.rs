@@ -46,6 +46,9 @@ pub enum GrpcCode {
     Ok,
     /// 3: the metadata is wrong.
     InvalidArgument,
+    /// 4: the [`GrpcClient`](super::GrpcClient) gave up on a call: it may have run
+    /// once (never twice).
+    DeadlineExceeded,
     /// 5: the session is not in the table.
     NotFound,
     /// 6: the number was used and its answer is gone.
@@ -64,6 +67,7 @@ impl GrpcCode {
         match self {
             GrpcCode::Ok => 0,
             GrpcCode::InvalidArgument => 3,
+            GrpcCode::DeadlineExceeded => 4,
             GrpcCode::NotFound => 5,
             GrpcCode::AlreadyExists => 6,
             GrpcCode::ResourceExhausted => 8,
@@ -118,16 +122,8 @@ impl<E> Error<E> {
     where
         E: fmt::Display,
     {
-        let mut response = Response::new(make(WholeBody::default()));
+        let mut response = trailers_only(make, self.grpc_code(), &self.to_string());
         let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, GRPC);
-        headers.insert(
-            STATUS_NAME,
-            HeaderValue::from(u16::from(self.grpc_code().number())),
-        );
-        let message = percent_encoded(&self.to_string());
-        let message = HeaderValue::from_str(&message).expect("percent-encoded text is ASCII");
-        headers.insert(MESSAGE_NAME, message);
         headers.insert(ERROR_NAME, HeaderValue::from_static(self.code()));
         if let Some(seconds) = self.retry_after() {
             headers.insert(PUSHBACK_NAME, HeaderValue::from(seconds * 1000));
@@ -146,6 +142,32 @@ impl<E> Error<E> {
     {
         self.to_grpc_response_with(std::convert::identity)
     }
+}
+
+/// A trailers-only gRPC answer: HTTP 200, `content-type: application/grpc`,
+/// `grpc-status: code` and `grpc-message: message` (percent-encoded) in its headers, an
+/// empty body of type `B` made by `make`.
+pub(crate) fn trailers_only<B>(
+    make: fn(WholeBody) -> B,
+    code: GrpcCode,
+    message: &str,
+) -> Response<B> {
+    let mut response = Response::new(make(WholeBody::default()));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, GRPC);
+    headers.insert(STATUS_NAME, HeaderValue::from(u16::from(code.number())));
+    let message = percent_encoded(message);
+    let message = HeaderValue::from_str(&message).expect("percent-encoded text is ASCII");
+    headers.insert(MESSAGE_NAME, message);
+    response
+}
+
+/// The `grpc-status` of a gRPC answer read in full: in its trailers, or in its headers
+/// (a trailers-only answer); `None` if it carries none or not a number.
+pub(crate) fn grpc_status(headers: &HeaderMap, trailers: Option<&HeaderMap>) -> Option<u8> {
+    let status = trailers.and_then(|t| t.get(STATUS_NAME));
+    let status = status.or_else(|| headers.get(STATUS_NAME))?;
+    status.to_str().ok()?.parse().ok()
 }
 
 /// `text` as `grpc-message` carries it: every byte outside printable ASCII, and `%`,

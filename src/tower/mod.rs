@@ -1,7 +1,7 @@
 //! Exactly-once for tower services (feature `tower`): a server layer that runs each
 //! numbered request of a session once and answers every resend from its stored
 //! response, and a client layer that numbers requests and resends them after connection
-//! errors.
+//! errors ([`Client`]; for tonic's gRPC channel, [`GrpcClient`]).
 //!
 //! The layer wraps a whole axum `Router` once, answering in axum's `Body`
 //! ([`HttpLayer::answering`]), and is served with `into_make_service`. Calling
@@ -129,6 +129,7 @@ mod error;
 mod error_responses;
 mod future;
 pub mod grpc;
+mod grpc_client;
 mod headers;
 mod key;
 mod layer;
@@ -143,6 +144,7 @@ pub use error::Error;
 pub use error::PROBLEM_TYPES;
 pub use error_responses::HttpErrors;
 pub use future::{HttpResponseFuture, ResponseFuture};
+pub use grpc_client::{GrpcClient, GrpcClientFuture, GrpcClientLayer};
 pub use headers::StoredHeaders;
 pub use key::{
     key_from_headers, HeaderKey, Key, KeyError, KeyExtractor, LetThrough, SessionId, ERROR_HEADER,
