@@ -214,21 +214,25 @@ where
 }
 
 /// [`Notes`] behind `layer` (letting the streaming methods through), or bare, served
-/// over HTTP/2 on a loopback port: its address and its runs.
+/// over HTTP/2 on a loopback port: its address.
 pub async fn serve_notes(layer: Option<HttpLayer>, runs: Arc<Runs>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve_notes_on(listener, layer, runs));
+    addr
+}
+
+/// [`Notes`] behind `layer` (letting the streaming methods through), or bare, served
+/// over HTTP/2 on `listener`.
+pub async fn serve_notes_on(listener: TcpListener, layer: Option<HttpLayer>, runs: Arc<Runs>) {
     let notes = Notes { runs };
     match layer {
         Some(layer) => {
             let layer = layer.letting_through(|_, uri| STREAMING.contains(&uri.path()));
-            tokio::spawn(serve_http2(listener, layer.layer(notes)));
+            serve_http2(listener, layer.layer(notes)).await;
         }
-        None => {
-            tokio::spawn(serve_http2(listener, notes));
-        }
+        None => serve_http2(listener, notes).await,
     }
-    addr
 }
 
 /// One unary call to `path` on the gRPC client `client` (a channel, or a layer over
