@@ -1,7 +1,7 @@
 //! gRPC calls through the layer, over HTTP/2: a session is created with a valid empty
 //! gRPC response, and every refusal of the layer is a trailers-only answer whose
 //! `grpc-status` tells the client what to do (the table in `exactly_once::tower::grpc`),
-//! one test per row.
+//! one test per row; a gRPC call numbered 0 ends its session.
 #![cfg(feature = "tower")]
 
 use bytes::Bytes;
@@ -388,4 +388,52 @@ async fn a_tonic_client_reads_the_session_the_answers_and_the_refusals() {
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Internal, "{refused:?}");
     assert_eq!(server.runs(), 2);
+}
+
+#[tokio::test]
+async fn a_grpc_call_numbered_0_ends_its_session() {
+    let server = serve(TableConfig::default()).await;
+    let session = server.new_session().await;
+    assert_eq!(server.numbered("/", &session, 1).await.grpc_status(), "0");
+    // gRPC sends every call with POST: number 0 on a gRPC call ends the session.
+    let ended = server.numbered("/", &session, 0).await;
+    assert_eq!(ended.status, StatusCode::OK);
+    assert_eq!(ended.header("content-type"), Some("application/grpc"));
+    assert_eq!(ended.header(ERROR_HEADER), Some("session-ended"));
+    assert_eq!(ended.body, framed(b""), "one empty message");
+    assert_eq!(ended.grpc_status(), "0");
+    assert!(ended.trailers.is_some(), "the status is in trailers");
+    // Ending it again answers the same: the first answer may have been lost.
+    let again = server.numbered("/", &session, 0).await;
+    assert_eq!((again.grpc_status(), &again.body), ("0", &framed(b"")));
+    let after = server.numbered("/", &session, 2).await;
+    after.assert_refused("5", "unknown-session");
+    assert_eq!(server.runs(), 1);
+}
+
+#[tokio::test]
+async fn a_tonic_client_ends_its_session_with_number_0() {
+    let server = serve(TableConfig::default()).await;
+    let session = server.new_session().await;
+    let end = [(SESSION_HEADER, session.as_str()), (REQUEST_HEADER, "0")];
+    let ended = tonic_call(&server, ECHO, &end, "").await.unwrap();
+    assert_eq!(ended.get_ref(), &Note::default(), "an empty message");
+    let call = [(SESSION_HEADER, session.as_str()), (REQUEST_HEADER, "1")];
+    let refused = tonic_call(&server, ECHO, &call, "late").await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
+    assert_eq!(server.runs(), 0);
+}
+
+#[tokio::test]
+async fn number_0_on_a_call_that_is_not_grpc_still_needs_delete() {
+    let server = serve(TableConfig::default()).await;
+    let session = server.new_session().await;
+    let request = Request::post("http://test/")
+        .header(SESSION_HEADER, session.as_str())
+        .header(REQUEST_HEADER, "0")
+        .body(Full::default())
+        .unwrap();
+    let answer = server.send.clone().send_request(request).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(server.numbered("/", &session, 1).await.grpc_status(), "0");
 }

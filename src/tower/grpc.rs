@@ -28,7 +28,9 @@
 //! Session metadata `new` on a gRPC call is answered with a valid empty gRPC response:
 //! one zero-length message (the 5 bytes `00 00 00 00 00`), the id in the
 //! [`SESSION_HEADER`](super::SESSION_HEADER) metadata of its headers and
-//! `grpc-status: 0` in its trailers.
+//! `grpc-status: 0` in its trailers. A gRPC call numbered 0 ends its session (gRPC
+//! sends every call with `POST`; other requests end a session with `DELETE` only) and is
+//! answered alike, with [`ERROR_HEADER`](super::ERROR_HEADER) `session-ended`.
 
 use super::body::WholeBody;
 use super::error::Error;
@@ -187,13 +189,25 @@ fn percent_encoded(text: &str) -> String {
 /// The answer to a gRPC call that created a session: HTTP 200, one empty message, the
 /// id in `session` (the session header's value), `grpc-status: 0` in the trailers.
 pub(crate) fn session_created<B>(make: fn(WholeBody) -> B, session: HeaderValue) -> Response<B> {
+    empty_message(make, super::key::SESSION_NAME, session)
+}
+
+/// The answer to a gRPC call that ended a session (number 0): HTTP 200, one empty
+/// message, [`ERROR_HEADER`](super::ERROR_HEADER) `session-ended` (as the HTTP answer
+/// has), `grpc-status: 0` in the trailers.
+pub(crate) fn session_ended<B>(make: fn(WholeBody) -> B) -> Response<B> {
+    empty_message(make, ERROR_NAME, HeaderValue::from_static("session-ended"))
+}
+
+/// A successful gRPC answer of one empty message, with the header `name: value`.
+fn empty_message<B>(make: fn(WholeBody) -> B, name: HeaderName, value: HeaderValue) -> Response<B> {
     let mut trailers = HeaderMap::with_capacity(1);
     trailers.insert(STATUS_NAME, HeaderValue::from_static("0"));
     let body = WholeBody::new(Bytes::from_static(EMPTY_MESSAGE), Some(trailers));
     let mut response = Response::new(make(body));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, GRPC);
-    headers.insert(super::key::SESSION_NAME, session);
+    headers.insert(name, value);
     response
 }
 

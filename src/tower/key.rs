@@ -1,5 +1,6 @@
 //! Which session and which request a request is: the key the layer triages on.
 
+use super::grpc::is_grpc;
 use crate::RequestNr;
 use std::fmt;
 use std::num::NonZeroU64;
@@ -168,7 +169,8 @@ impl<Req, F: Fn(&Req) -> Result<Key, KeyError>> KeyExtractor<Req> for F {
 
 /// The key from the [`SESSION_HEADER`] and [`REQUEST_HEADER`] headers of an HTTP
 /// request: session `new` creates a session; an id with request `m` is a call; an id
-/// with request `0` and the method `DELETE` ends the session. A request with neither
+/// with request `0` and the method `DELETE` (or any gRPC call: gRPC only sends `POST`)
+/// ends the session. A request with neither
 /// header is refused ([`KeyError::MissingSession`]) unless
 /// [`letting_through`](Self::letting_through) lets it pass.
 #[derive(Clone, Default)]
@@ -216,7 +218,10 @@ impl<B> KeyExtractor<http::Request<B>> for HeaderKey {
             }
         }
         let key = key_from_values(headers)?;
-        if matches!(key, Key::End { .. }) && request.method() != http::Method::DELETE {
+        // gRPC sends every call with POST: a gRPC call (which no prefetcher or crawler
+        // sends) may end its session too.
+        let ends = request.method() == http::Method::DELETE || is_grpc(request.headers());
+        if matches!(key, Key::End { .. }) && !ends {
             return Err(KeyError::EndNeedsDelete);
         }
         Ok(key)

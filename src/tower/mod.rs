@@ -73,7 +73,8 @@
 //!   application/grpc…`) gets them as trailers-only gRPC answers whose `grpc-status`
 //!   tells the client whether to resend ([`grpc`] has the mapping).
 //!
-//! Number 0 with the method `DELETE` ends the session. A number that skips ahead runs
+//! Number 0 with the method `DELETE` (or on a gRPC call, whatever its method) ends the
+//! session. A number that skips ahead runs
 //! (as in MUSCLE3) and its answer carries [`SKIPPED_HEADER`]. Requests with no key
 //! header at all are refused unless [`HttpLayer::letting_through`] lets them pass
 //! unprotected.

@@ -105,7 +105,7 @@ where
             Ok(Key::Create) => return ResponseFuture::ready(self.create(&request)),
             Ok(Key::End { session }) => {
                 self.sessions.end(session.get());
-                return ResponseFuture::ready(Ok(self.store.session_ended()));
+                return ResponseFuture::ready(Ok(self.store.session_ended_for(&request)));
             }
             Ok(Key::Call { session, request }) => Started::Call(session, request),
             Ok(Key::PassThrough) => Started::PassThrough,

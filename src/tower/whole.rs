@@ -39,6 +39,13 @@ pub trait TakeWhole<Req>: Store {
         let _ = request;
         self.session_created(id)
     }
+
+    /// The answer to `request`, which ended a session: by default
+    /// [`session_ended`](Store::session_ended), whatever the request.
+    fn session_ended_for(&self, request: &Req) -> Self::Output {
+        let _ = request;
+        self.session_ended()
+    }
 }
 
 /// Why a request could not be taken whole; it was not triaged nor run.
@@ -137,6 +144,15 @@ where
             return grpc::session_created(self.make(), id.to_header_value());
         }
         self.session_created(id)
+    }
+
+    /// A gRPC call gets a valid empty gRPC response (see [`grpc`](super::grpc)); any
+    /// other request [`session_ended`](Store::session_ended).
+    fn session_ended_for(&self, request: &Request<B>) -> Self::Output {
+        if grpc::is_grpc(request.headers()) {
+            return grpc::session_ended(self.make());
+        }
+        self.session_ended()
     }
 }
 
