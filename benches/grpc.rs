@@ -1,0 +1,183 @@
+//! gRPC calls/s and p99 latency over loopback, unary echo (`notes.Notes/Echo`, the
+//! service of `examples/support/grpc_notes.rs`), with and without the exactly-once
+//! layers, measured in the same run: tonic clients sending the session and request
+//! metadata by hand to the tonic service without the layer (the bare setup the costs
+//! are measured against: the same bytes on the wire), the same clients to the service
+//! behind [`HttpLayer`], and tonic over [`GrpcClient`] to the service behind the layer.
+//!
+//! ```sh
+//! cargo bench --features tower --bench grpc -- --seconds 2 --rounds 5 --clients 4
+//! ```
+//!
+//! Each client has a channel (one HTTP/2 connection) of its own and calls back to
+//! back. Rounds alternate between the setups; the report gives each one's median over
+//! its rounds and the costs against the bare setup (goal: at most 5% of calls/s and
+//! 10 µs at p99).
+
+#[path = "peers/args.rs"]
+mod args;
+#[path = "../examples/support/grpc_notes.rs"]
+mod notes;
+
+use args::flag;
+use exactly_once::table::{Budget, TableConfig};
+use exactly_once::tower::{
+    ClientConfig, GrpcClientLayer, HttpLayer, REQUEST_HEADER, SESSION_HEADER,
+};
+use notes::{Runs, ECHO};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint};
+use tower_layer::Layer;
+
+struct Settings {
+    seconds: f64,
+    rounds: usize,
+    clients: usize,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Setup {
+    Bare,
+    ServerLayer,
+    BothLayers,
+}
+
+const SETUPS: [(Setup, &str); 3] = [
+    (Setup::Bare, "bare tonic (same metadata)"),
+    (Setup::ServerLayer, "HttpLayer"),
+    (Setup::BothLayers, "GrpcClient + HttpLayer"),
+];
+
+/// The session the bare server is sent (it reads no metadata).
+const BARE_SESSION: &str = "0123456789abcdef";
+
+async fn channel(addr: SocketAddr) -> Channel {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}")).unwrap();
+    endpoint.tcp_nodelay(true).connect().await.unwrap()
+}
+
+/// Calls `Echo` back to back until `until`, numbering by hand in `session` (if given);
+/// returns each call's latency.
+async fn by_hand(addr: SocketAddr, session: Option<String>, until: Instant) -> Vec<Duration> {
+    let mut client = tonic::client::Grpc::new(channel(addr).await);
+    let session = match session {
+        Some(session) => session,
+        None => {
+            let created = notes::unary(&mut client, ECHO, &[(SESSION_HEADER, "new")], "");
+            let created = created.await.unwrap();
+            let id = created.metadata().get(SESSION_HEADER).unwrap();
+            id.to_str().unwrap().to_owned()
+        }
+    };
+    let mut latencies = Vec::new();
+    let mut m = 0u64;
+    while Instant::now() < until {
+        m += 1;
+        let number = m.to_string();
+        let metadata = [
+            (SESSION_HEADER, session.as_str()),
+            (REQUEST_HEADER, &number),
+        ];
+        let start = Instant::now();
+        notes::unary(&mut client, ECHO, &metadata, "payload")
+            .await
+            .unwrap();
+        latencies.push(start.elapsed());
+    }
+    latencies
+}
+
+/// Calls `Echo` back to back until `until` through [`GrpcClient`].
+async fn numbered(addr: SocketAddr, until: Instant) -> Vec<Duration> {
+    let layer = GrpcClientLayer::new(ClientConfig::default(), tonic::body::Body::new);
+    let mut client = tonic::client::Grpc::new(layer.layer(channel(addr).await));
+    let mut latencies = Vec::new();
+    while Instant::now() < until {
+        let start = Instant::now();
+        notes::unary(&mut client, ECHO, &[], "payload")
+            .await
+            .unwrap();
+        latencies.push(start.elapsed());
+    }
+    latencies
+}
+
+/// One round: `clients` tasks for `seconds`; returns calls/s and p99.
+async fn round(setup: Setup, addr: SocketAddr, s: &Settings) -> (f64, Duration) {
+    let until = Instant::now() + Duration::from_secs_f64(s.seconds);
+    let tasks: Vec<_> = (0..s.clients)
+        .map(|_| {
+            tokio::spawn(async move {
+                match setup {
+                    Setup::Bare => by_hand(addr, Some(BARE_SESSION.into()), until).await,
+                    Setup::ServerLayer => by_hand(addr, None, until).await,
+                    Setup::BothLayers => numbered(addr, until).await,
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    latencies.sort();
+    let p99 = latencies[(latencies.len() - 1) * 99 / 100];
+    (latencies.len() as f64 / s.seconds, p99)
+}
+
+fn median<T: PartialOrd + Copy>(mut v: Vec<T>) -> T {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let s = Settings {
+        seconds: flag("--seconds", 2.0),
+        rounds: flag("--rounds", 3),
+        clients: flag("--clients", 4),
+    };
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpu
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .unwrap_or("model name: ?");
+    println!(
+        "{cpu}; {} clients, {} rounds of {} s each",
+        s.clients, s.rounds, s.seconds
+    );
+    let bare = notes::serve_notes(None, Arc::new(Runs::default())).await;
+    let layer = HttpLayer::new(1 << 20, TableConfig::default(), Budget::new(256 << 20));
+    let layered = notes::serve_notes(Some(layer), Arc::new(Runs::default())).await;
+    let mut rounds: Vec<Vec<(f64, Duration)>> = vec![Vec::new(); SETUPS.len()];
+    for _ in 0..s.rounds {
+        for (i, (setup, _)) in SETUPS.iter().enumerate() {
+            let addr = if *setup == Setup::Bare { bare } else { layered };
+            rounds[i].push(round(*setup, addr, &s).await);
+        }
+    }
+    let summary: Vec<(f64, Duration)> = rounds
+        .iter()
+        .map(|r| {
+            let rate = median(r.iter().map(|r| r.0).collect());
+            let p99 = median(r.iter().map(|r| r.1).collect());
+            (rate, p99)
+        })
+        .collect();
+    let (bare_rate, bare_p99) = summary[0];
+    println!(
+        "{:<30} {:>10} {:>12} {:>16} {:>14}",
+        "setup", "calls/s", "p99", "cost of calls/s", "extra at p99"
+    );
+    for ((_, name), (rate, p99)) in SETUPS.iter().zip(&summary) {
+        let cost = 100.0 * (1.0 - rate / bare_rate);
+        let extra = (p99.as_secs_f64() - bare_p99.as_secs_f64()) * 1e6;
+        println!(
+            "{name:<30} {rate:>10.0} {:>12?} {cost:>15.1}% {extra:>+11.1} us",
+            p99
+        );
+    }
+    println!("costs against the bare setup; goal: the layers cost at most 5% of calls/s and 10 us at p99");
+}
