@@ -12,7 +12,13 @@
 //! Each client has a channel (one HTTP/2 connection) of its own and calls back to
 //! back. Rounds alternate between the setups; the report gives each one's median over
 //! its rounds and the costs against the bare setup (goal: at most 5% of calls/s and
-//! 10 µs at p99).
+//! 10 µs at p99). `--only 1` runs only the setups listed, and `--calls N` makes each
+//! client call `N` times instead of for `--seconds`: for counting instructions per
+//! call, one setup at a time, from the difference of two runs, e.g.
+//!
+//! ```sh
+//! valgrind --tool=callgrind target/release/deps/grpc-* --rounds 1 --clients 1 --only 1 --calls 2000
+//! ```
 
 #[path = "peers/args.rs"]
 mod args;
@@ -35,6 +41,26 @@ struct Settings {
     seconds: f64,
     rounds: usize,
     clients: usize,
+    /// Calls per client and round instead of `seconds`.
+    calls: Option<usize>,
+    /// Only the setups whose index is listed (`--only 0,2`).
+    only: Option<Vec<usize>>,
+}
+
+/// When a client stops calling: at an instant, or after a number of calls.
+#[derive(Clone, Copy)]
+enum End {
+    At(Instant),
+    After(usize),
+}
+
+impl End {
+    fn more(self, done: usize) -> bool {
+        match self {
+            End::At(until) => Instant::now() < until,
+            End::After(calls) => done < calls,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -58,9 +84,9 @@ async fn channel(addr: SocketAddr) -> Channel {
     endpoint.tcp_nodelay(true).connect().await.unwrap()
 }
 
-/// Calls `Echo` back to back until `until`, numbering by hand in `session` (if given);
+/// Calls `Echo` back to back until `end`, numbering by hand in `session` (if given);
 /// returns each call's latency.
-async fn by_hand(addr: SocketAddr, session: Option<String>, until: Instant) -> Vec<Duration> {
+async fn by_hand(addr: SocketAddr, session: Option<String>, end: End) -> Vec<Duration> {
     let mut client = tonic::client::Grpc::new(channel(addr).await);
     let session = match session {
         Some(session) => session,
@@ -73,7 +99,7 @@ async fn by_hand(addr: SocketAddr, session: Option<String>, until: Instant) -> V
     };
     let mut latencies = Vec::new();
     let mut m = 0u64;
-    while Instant::now() < until {
+    while end.more(latencies.len()) {
         m += 1;
         let number = m.to_string();
         let metadata = [
@@ -89,12 +115,12 @@ async fn by_hand(addr: SocketAddr, session: Option<String>, until: Instant) -> V
     latencies
 }
 
-/// Calls `Echo` back to back until `until` through [`GrpcClient`].
-async fn numbered(addr: SocketAddr, until: Instant) -> Vec<Duration> {
+/// Calls `Echo` back to back until `end` through [`GrpcClient`].
+async fn numbered(addr: SocketAddr, end: End) -> Vec<Duration> {
     let layer = GrpcClientLayer::new(ClientConfig::default(), tonic::body::Body::new);
     let mut client = tonic::client::Grpc::new(layer.layer(channel(addr).await));
     let mut latencies = Vec::new();
-    while Instant::now() < until {
+    while end.more(latencies.len()) {
         let start = Instant::now();
         notes::unary(&mut client, ECHO, &[], "payload")
             .await
@@ -106,14 +132,18 @@ async fn numbered(addr: SocketAddr, until: Instant) -> Vec<Duration> {
 
 /// One round: `clients` tasks for `seconds`; returns calls/s and p99.
 async fn round(setup: Setup, addr: SocketAddr, s: &Settings) -> (f64, Duration) {
-    let until = Instant::now() + Duration::from_secs_f64(s.seconds);
+    let start = Instant::now();
+    let end = match s.calls {
+        Some(calls) => End::After(calls),
+        None => End::At(start + Duration::from_secs_f64(s.seconds)),
+    };
     let tasks: Vec<_> = (0..s.clients)
         .map(|_| {
             tokio::spawn(async move {
                 match setup {
-                    Setup::Bare => by_hand(addr, Some(BARE_SESSION.into()), until).await,
-                    Setup::ServerLayer => by_hand(addr, None, until).await,
-                    Setup::BothLayers => numbered(addr, until).await,
+                    Setup::Bare => by_hand(addr, Some(BARE_SESSION.into()), end).await,
+                    Setup::ServerLayer => by_hand(addr, None, end).await,
+                    Setup::BothLayers => numbered(addr, end).await,
                 }
             })
         })
@@ -124,7 +154,11 @@ async fn round(setup: Setup, addr: SocketAddr, s: &Settings) -> (f64, Duration) 
     }
     latencies.sort();
     let p99 = latencies[(latencies.len() - 1) * 99 / 100];
-    (latencies.len() as f64 / s.seconds, p99)
+    let seconds = match s.calls {
+        Some(_) => start.elapsed().as_secs_f64(),
+        None => s.seconds,
+    };
+    (latencies.len() as f64 / seconds, p99)
 }
 
 fn median<T: PartialOrd + Copy>(mut v: Vec<T>) -> T {
@@ -138,6 +172,9 @@ async fn main() {
         seconds: flag("--seconds", 2.0),
         rounds: flag("--rounds", 3),
         clients: flag("--clients", 4),
+        calls: Some(flag("--calls", 0)).filter(|&n| n > 0),
+        only: args::value_of("--only")
+            .map(|list| list.split(',').filter_map(|n| n.parse().ok()).collect()),
     };
     let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpu
@@ -154,6 +191,10 @@ async fn main() {
     let mut rounds: Vec<Vec<(f64, Duration)>> = vec![Vec::new(); SETUPS.len()];
     for _ in 0..s.rounds {
         for (i, (setup, _)) in SETUPS.iter().enumerate() {
+            if s.only.as_ref().is_some_and(|only| !only.contains(&i)) {
+                rounds[i].push((1.0, Duration::ZERO));
+                continue;
+            }
             let addr = if *setup == Setup::Bare { bare } else { layered };
             rounds[i].push(round(*setup, addr, &s).await);
         }
