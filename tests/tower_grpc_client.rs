@@ -122,6 +122,8 @@ enum Fault {
     LoseAnswer,
     /// Answers it UNAVAILABLE without sending it, as a proxy in front of the server.
     Unavailable,
+    /// Answers it and every copy UNAVAILABLE, as a proxy whose upstream stays down.
+    AlwaysUnavailable,
 }
 
 /// Between the client layer and the channel: records every answer to request number
@@ -165,7 +167,12 @@ impl Service<Request<tonic::body::Body>> for Faulty {
         let targeted = number.is_some_and(|n| n == self.target);
         let first = targeted && self.seen.lock().unwrap().is_empty();
         let (fault, seen) = (self.fault, Arc::clone(&self.seen));
-        if first && matches!(fault, Fault::Unavailable) {
+        let unavailable = match fault {
+            Fault::Unavailable => first,
+            Fault::AlwaysUnavailable => targeted,
+            Fault::LoseAnswer => false,
+        };
+        if unavailable {
             let mut answer = Response::new(WholeBody::default());
             let headers = answer.headers_mut();
             headers.insert("content-type", "application/grpc".parse().unwrap());
@@ -341,4 +348,21 @@ async fn a_streaming_call_passes_through_un_numbered() {
     let requests = faulty.requests.lock().unwrap();
     assert_eq!(requests.len(), 2, "no session was made, nothing resent");
     assert!(requests.iter().all(|h| !h.contains_key(SESSION_HEADER)));
+}
+
+#[tokio::test]
+async fn an_answer_that_stays_unavailable_reaches_the_caller_as_it_came() {
+    let runs = Runs::with_ledger();
+    let server = notes::serve_notes(Some(layer()), Arc::clone(&runs)).await;
+    let faulty = Faulty::new(channel(server), "1", Fault::AlwaysUnavailable);
+    let config = ClientConfig {
+        retry_for: Duration::from_millis(100),
+        ..CONFIG
+    };
+    let (mut client, counted) = grpc_client(faulty, config);
+    let refused = notes::unary(&mut client, ECHO, &[], "u").await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert_eq!(refused.message(), "no upstream");
+    assert!(counted.retries() > 1, "sent again until retry_for was over");
+    assert_eq!(runs.of("u"), 0);
 }

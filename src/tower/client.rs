@@ -422,12 +422,15 @@ where
         let mut attempts = 0;
         loop {
             attempts += 1;
+            // An UNAVAILABLE answer not from the layer, kept in case it is the last.
+            let mut unavailable_answer = None;
             let last = match self.attempt(request()).await {
                 Attempt::Answered(answer) => match refusal(&answer) {
                     Some(code) if RETRY_LATER.contains(&code.as_str()) => {
                         format!("the server asks to send again later: {code}").into()
                     }
                     None if self.resend_unavailable && unavailable(&answer) => {
+                        unavailable_answer = Some(answer);
                         "the call was answered UNAVAILABLE".into()
                     }
                     code => return Ok((answer, code)),
@@ -438,6 +441,11 @@ where
             let now = Instant::now();
             let deadline = *deadline.get_or_insert(now + self.config.retry_for);
             if now + backoff > deadline {
+                // An answer is handed on as it came: the service's own UNAVAILABLE,
+                // kept and replayed by the layer, reaches the caller so.
+                if let Some(answer) = unavailable_answer {
+                    return Ok((answer, None));
+                }
                 return Err(ClientError::GaveUp { attempts, last });
             }
             tokio::time::sleep(backoff).await;

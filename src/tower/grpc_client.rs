@@ -94,13 +94,19 @@ impl<S: Clone, B> Layer<S> for GrpcClientLayer<B> {
 /// [`retry_for`](ClientConfig::retry_for) from the first failed attempt. A number is
 /// never given to another call.
 ///
+/// An UNAVAILABLE answer cannot be told from the service's own UNAVAILABLE, which the
+/// server's layer keeps as the call's one answer and replays: such a call is sent again
+/// until [`retry_for`](ClientConfig::retry_for) is over, and its caller then gets that
+/// answer. A service behind the layer should answer a condition the same call could
+/// pass later with another code (or not answer it at all before it can).
+///
 /// What the caller (tonic) sees is always a gRPC answer:
 ///
 /// | outcome | `grpc-status` |
 /// |---|---|
 /// | the service's answer (first or replayed) | the service's own, with its trailers |
 /// | a refusal of the layer that a resend cannot mend (`unknown-session`, `stale`, `abandoned`, …) | the layer's (the table in [`grpc`](super::grpc)) |
-/// | the client gave up after [`retry_for`](ClientConfig::retry_for) | DEADLINE_EXCEEDED (4): the call may have run once, and never runs again |
+/// | the client gave up after [`retry_for`](ClientConfig::retry_for) | DEADLINE_EXCEEDED (4): the call may have run once, and never runs again; or the last answer, if it was UNAVAILABLE (below) |
 /// | the message or the answer is over [`request_limit`](ClientConfig::request_limit) or [`response_limit`](ClientConfig::response_limit) | RESOURCE_EXHAUSTED (8) |
 /// | the request body failed | INTERNAL (13) |
 ///
