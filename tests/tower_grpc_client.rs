@@ -366,3 +366,10 @@ async fn an_answer_that_stays_unavailable_reaches_the_caller_as_it_came() {
     assert!(counted.retries() > 1, "sent again until retry_for was over");
     assert_eq!(runs.of("u"), 0);
 }
+
+#[test]
+fn the_client_layer_and_its_clients_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<GrpcClientLayer<tonic::body::Body>>();
+    send_sync::<GrpcClient<Channel, tonic::body::Body>>();
+}
