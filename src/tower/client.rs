@@ -216,16 +216,18 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> ClientFuture {
-        let answered = self.answered(request);
-        Box::pin(async move {
-            match answered.await? {
-                (answer, None) => Ok(answer),
-                (answer, Some(code)) => Err(ClientError::Refused {
-                    status: answer.status(),
-                    code,
-                }),
-            }
-        })
+        Box::pin(self.answered(request, refused_as_error))
+    }
+}
+
+/// A refusal of the layer as [`ClientError::Refused`].
+fn refused_as_error(answered: Answered) -> Result<Response<WholeBody>, ClientError> {
+    match answered? {
+        (answer, None) => Ok(answer),
+        (answer, Some(code)) => Err(ClientError::Refused {
+            status: answer.status(),
+            code,
+        }),
     }
 }
 
@@ -233,12 +235,14 @@ where
 pub(crate) type Answered = Result<(Response<WholeBody>, Option<String>), ClientError>;
 
 impl<S> Client<S> {
-    /// Numbers `request` and sends it until answered: the answer, with the layer's
-    /// error code if the layer refused it.
-    pub(crate) fn answered<B, RB>(
+    /// Numbers `request` and sends it until answered: `finish` of the answer, with the
+    /// layer's error code if the layer refused it. (`finish` is applied in the one
+    /// future, which the caller boxes once: a large future is not moved into another.)
+    pub(crate) fn answered<B, RB, T>(
         &self,
         request: Request<B>,
-    ) -> impl Future<Output = Answered> + Send + 'static
+        finish: fn(Answered) -> T,
+    ) -> impl Future<Output = T> + Send + 'static
     where
         S: Service<Request<Full<Bytes>>, Response = Response<RB>> + Clone + Send + 'static,
         S::Future: Send,
@@ -249,6 +253,7 @@ impl<S> Client<S> {
         B: Body + Send + 'static,
         B::Data: Send,
         B::Error: Into<BoxError>,
+        T: 'static,
     {
         let call = Sender {
             inner: self.inner.clone(),
@@ -258,32 +263,36 @@ impl<S> Client<S> {
         };
         let numbering = Arc::clone(&self.numbering);
         async move {
-            let (parts, body) = request.into_parts();
-            let body = match read_limited(body, call.config.request_limit).await {
-                Ok(body) => body,
-                // `read_limited` charges nothing, so it refuses nothing.
-                Err(ReadError::TooLarge | ReadError::Refused) => {
-                    return Err(ClientError::RequestTooLarge)
-                }
-                Err(ReadError::Body(e)) => return Err(ClientError::RequestBody(e)),
+            // Made and awaited inside the one future the caller boxes.
+            let answered = async move {
+                let (parts, body) = request.into_parts();
+                let body = match read_limited(body, call.config.request_limit).await {
+                    Ok(body) => body,
+                    // `read_limited` charges nothing, so it refuses nothing.
+                    Err(ReadError::TooLarge | ReadError::Refused) => {
+                        return Err(ClientError::RequestTooLarge)
+                    }
+                    Err(ReadError::Body(e)) => return Err(ClientError::RequestBody(e)),
+                };
+                // Requests are sent in `Full` bodies, which carry no trailers: refused
+                // rather than sent without them.
+                let body = match body.into_parts() {
+                    (body, None) => body,
+                    (_, Some(_)) => {
+                        let e = "request trailers cannot be sent by the client";
+                        return Err(ClientError::RequestBody(e.into()));
+                    }
+                };
+                let template = Template {
+                    method: parts.method,
+                    uri: parts.uri,
+                    version: parts.version,
+                    headers: parts.headers,
+                };
+                let mut numbering = numbering.lock().await;
+                call.numbered(&mut numbering, &template, body).await
             };
-            // Requests are sent in `Full` bodies, which carry no trailers: refused
-            // rather than sent without them.
-            let body = match body.into_parts() {
-                (body, None) => body,
-                (_, Some(_)) => {
-                    let e = "request trailers cannot be sent by the client";
-                    return Err(ClientError::RequestBody(e.into()));
-                }
-            };
-            let template = Template {
-                method: parts.method,
-                uri: parts.uri,
-                version: parts.version,
-                headers: parts.headers,
-            };
-            let mut numbering = numbering.lock().await;
-            call.numbered(&mut numbering, &template, body).await
+            finish(answered.await)
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The gRPC client layer: exactly-once unary calls over tonic's channel ([`GrpcClient`]).
 
-use super::client::{Client, ClientConfig, ClientError};
+use super::client::{Answered, Client, ClientConfig, ClientError};
 use super::grpc::{trailers_only, GrpcCode};
 use super::store::BoxError;
 use super::WholeBody;
@@ -202,17 +202,19 @@ where
                 Ok(answer.map(Either::Right))
             });
         }
-        let answered = self.numbered.answered(request);
-        Box::pin(async move {
-            let answer = match answered.await {
-                // A refusal of the layer is a gRPC answer already: its status, message
-                // and code go to the caller as they came.
-                Ok((answer, _)) => answer,
-                Err(e) => failed(&e),
-            };
-            Ok(answer.map(Either::Left))
-        })
+        Box::pin(self.numbered.answered(request, as_grpc_answer))
     }
+}
+
+/// What a numbered call came to, as a gRPC answer.
+fn as_grpc_answer<RB>(answered: Answered) -> Result<Response<Either<WholeBody, RB>>, BoxError> {
+    let answer = match answered {
+        // A refusal of the layer is a gRPC answer already: its status, message and
+        // code go to the caller as they came.
+        Ok((answer, _)) => answer,
+        Err(e) => failed(&e),
+    };
+    Ok(answer.map(Either::Left))
 }
 
 /// The trailers-only answer that tells a gRPC caller why its call has no answer.

@@ -220,8 +220,10 @@ impl<B> KeyExtractor<http::Request<B>> for HeaderKey {
         let key = key_from_values(headers)?;
         // gRPC sends every call with POST: a gRPC call (which no prefetcher or crawler
         // sends) may end its session too.
-        let ends = request.method() == http::Method::DELETE || is_grpc(request.headers());
-        if matches!(key, Key::End { .. }) && !ends {
+        if matches!(key, Key::End { .. })
+            && request.method() != http::Method::DELETE
+            && !is_grpc(request.headers())
+        {
             return Err(KeyError::EndNeedsDelete);
         }
         Ok(key)
