@@ -73,7 +73,8 @@ pub struct Hooks {
     pub fail: AtomicU32,
     /// Runs that write their row and then panic.
     pub panic: AtomicU32,
-    /// A run that writes its row, sends its backend's pid and waits to be let go.
+    /// A run that has written its row and made its last statement sends its backend's
+    /// pid and waits to be let go.
     pub pause: Mutex<Option<(oneshot::Sender<i32>, oneshot::Receiver<()>)>>,
 }
 
@@ -106,6 +107,11 @@ async fn write_ledger(
         )
         .await
         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    let seen: i64 = client
+        .query_one("SELECT count(*) FROM ledger WHERE key = $1", &[&key])
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?
+        .get(0);
     let pause = hooks.pause.lock().unwrap().take();
     if let Some((pid_tx, go)) = pause {
         let pid: i32 = client
@@ -114,6 +120,8 @@ async fn write_ledger(
             .unwrap()
             .get(0);
         pid_tx.send(pid).unwrap();
+        // The handler's last statement is done: what happens now happens between its
+        // writes and the layer's COMMIT.
         let _ = go.await;
     }
     if take_one(&hooks.fail) {
@@ -122,11 +130,6 @@ async fn write_ledger(
     if take_one(&hooks.panic) {
         panic!("the handler panics after its write");
     }
-    let seen: i64 = client
-        .query_one("SELECT count(*) FROM ledger WHERE key = $1", &[&key])
-        .await
-        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?
-        .get(0);
     Ok(format!("{key} ran, {seen} row(s), body {body}"))
 }
 
