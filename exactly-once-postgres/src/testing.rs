@@ -157,6 +157,18 @@ impl TestPostgres {
         }
     }
 
+    /// Whether the server counts statements in `pg_stat_statements` (its library is
+    /// preloaded; `CREATE EXTENSION pg_stat_statements` in a database shows them).
+    pub fn counts_statements(&self) -> bool {
+        match &self.server {
+            Server::External(_) => false,
+            Server::Owned(owned) => owned
+                .bin
+                .parent()
+                .is_some_and(|v| v.join("lib/pg_stat_statements.so").is_file()),
+        }
+    }
+
     /// The directory holding the server's socket (None for `DATABASE_URL`).
     pub fn socket_dir(&self) -> Option<&Path> {
         match &self.server {
@@ -187,11 +199,20 @@ impl Owned {
 
     /// `pg_ctl start` or `restart`, immediate mode, waiting until the server is up.
     fn pg_ctl(&self, action: &str) {
-        let options = format!(
+        let mut options = format!(
             "-c listen_addresses='' -k {} -c fsync=off -c max_connections=300 \
              -c shared_buffers=32MB",
             self.dir.path().display()
         );
+        // Statement counts from the server's side, where the extension is installed
+        // (Debian's postgresql-contrib, which the `postgresql` package pulls in).
+        let library = self
+            .bin
+            .parent()
+            .map(|v| v.join("lib/pg_stat_statements.so"));
+        if library.is_some_and(|l| l.is_file()) {
+            options.push_str(" -c shared_preload_libraries=pg_stat_statements");
+        }
         run(self
             .command("pg_ctl")
             .args(["-w", "-t", "60", "-m", "immediate", "-D"])

@@ -290,3 +290,52 @@ async fn a_busy_session_is_refused_in_the_process_that_runs_it() {
         "the busy copy ran nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cut_during_commit_answers_503_and_the_resend_replays_or_runs_once() {
+    use support::cut::{CommitCutter, Cut};
+    let Some(db) = Db::start("a_connection_cut_during_commit").await else {
+        return;
+    };
+    let Some(socket_dir) = db.pg.socket_dir() else {
+        eprintln!("SKIPPED: the proxy needs the test's own server (not DATABASE_URL's)");
+        return;
+    };
+    let cutter = CommitCutter::start(socket_dir).await;
+    let mut through = tokio_postgres::Config::new();
+    through
+        .host("127.0.0.1")
+        .port(cutter.port)
+        .user("postgres")
+        .dbname(db.config.get_dbname().unwrap());
+    let a = support::Replica::on(through, Default::default());
+    let session = a.create().await;
+
+    // The COMMIT reaches the server; its answer never comes back.
+    cutter.arm(Cut::AnswerLost);
+    let lost = a.call(&session, 1, "x").await;
+    assert_eq!(lost.status, StatusCode::SERVICE_UNAVAILABLE, "{lost:?}");
+    assert_eq!(
+        lost.code().as_deref(),
+        Some("outcome-unknown"),
+        "never abandoned"
+    );
+    assert_eq!(db.ledger(&key(&session, 1)).await, 1, "it committed");
+    let replayed = a.call_until_settled(&session, 1, "x").await;
+    assert_eq!(replayed.status, StatusCode::OK, "{replayed:?}");
+    assert!(replayed.body.contains("1 row(s)"), "{replayed:?}");
+    assert_eq!(
+        db.ledger(&key(&session, 1)).await,
+        1,
+        "the resend replays it"
+    );
+
+    // The connection closes before the COMMIT reaches the server.
+    cutter.arm(Cut::CommitLost);
+    let lost = a.call(&session, 2, "y").await;
+    assert_eq!(lost.status, StatusCode::SERVICE_UNAVAILABLE, "{lost:?}");
+    assert_eq!(db.ledger(&key(&session, 2)).await, 0, "nothing committed");
+    let ran = a.call_until_settled(&session, 2, "y").await;
+    assert_eq!(ran.status, StatusCode::OK, "{ran:?}");
+    assert_eq!(db.ledger(&key(&session, 2)).await, 1, "the resend ran once");
+}

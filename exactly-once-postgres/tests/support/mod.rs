@@ -240,3 +240,5 @@ impl Answer {
         self.header(exactly_once::tower::ERROR_HEADER)
     }
 }
+
+pub mod cut;
