@@ -202,6 +202,11 @@ impl Replica {
         answer.header(SESSION_HEADER).unwrap()
     }
 
+    /// The store's sweep of idle sessions: rows deleted.
+    pub async fn sweep_now(&self) -> u64 {
+        self.store.sweep().await.unwrap()
+    }
+
     pub async fn end(&self, session: &str) -> Answer {
         let request = Request::delete("/ledger")
             .header(SESSION_HEADER, session)
