@@ -141,6 +141,22 @@ impl fmt::Display for StoreError {
     }
 }
 
+impl StoreError {
+    /// What a client is told: the kind of failure, not the database's own words (table
+    /// names, addresses).
+    pub(crate) fn public_detail(&self) -> &'static str {
+        match self {
+            StoreError::Pool(_) => "no database connection could be had",
+            StoreError::Database(_) => "the database refused, or the connection to it failed",
+            StoreError::Damaged => "the session's stored response cannot be read",
+            StoreError::NoRandomness => "no session id could be made",
+            StoreError::TransactionHeld => {
+                "the handler held the run's transaction after it answered"
+            }
+        }
+    }
+}
+
 impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
