@@ -119,13 +119,13 @@ where
         match key {
             Key::Create => match self.store.create_session().await {
                 Ok(id) => self.http.session_created(id),
-                Err(e) => refusal(Refusal::StoreUnavailable, &e),
+                Err(e) => refusal(Refusal::StoreUnavailable, &e.public_detail()),
             },
             Key::End { session } if request.method() == Method::DELETE => {
                 match self.store.end_session(session).await {
                     Ok(true) => self.http.session_ended(),
                     Ok(false) => refuse(Error::UnknownSession),
-                    Err(e) => refusal(Refusal::StoreUnavailable, &e),
+                    Err(e) => refusal(Refusal::StoreUnavailable, &e.public_detail()),
                 }
             }
             Key::End { .. } => refuse(Error::Key(KeyError::EndNeedsDelete)),
@@ -228,7 +228,7 @@ where
                 settle.complete(Verdict::Unknown);
                 return refuse(Error::UnknownSession);
             }
-            Err(e) => return settle.fail(refusal(Refusal::StoreUnavailable, &e)),
+            Err(e) => return settle.fail(refusal(Refusal::StoreUnavailable, &e.public_detail())),
         };
         request.extensions_mut().insert(run.transaction());
         request.extensions_mut().insert(run.key());
@@ -273,8 +273,12 @@ where
                 settle.complete(Verdict::Response(stored));
                 answer
             }
-            Err(CommitError::RolledBack(e)) => settle.fail(refusal(Refusal::StoreUnavailable, &e)),
-            Err(CommitError::Unknown(e)) => settle.fail(refusal(Refusal::OutcomeUnknown, &e)),
+            Err(CommitError::RolledBack(e)) => {
+                settle.fail(refusal(Refusal::StoreUnavailable, &e.public_detail()))
+            }
+            Err(CommitError::Unknown(e)) => {
+                settle.fail(refusal(Refusal::OutcomeUnknown, &e.public_detail()))
+            }
         }
     }
 

@@ -34,11 +34,11 @@ const CREATE: &str = "INSERT INTO exactly_once_sessions (id) VALUES ($1) ON CONF
 
 const END: &str = "DELETE FROM exactly_once_sessions WHERE id = $1";
 
-/// Sessions idle for `$1` seconds; rows locked by a run are skipped (their session is
-/// not idle) rather than waited for.
+/// Sessions idle for `$1` seconds, or `$2` if they never committed a request; rows
+/// locked by a run are skipped (their session is not idle) rather than waited for.
 const SWEEP: &str = "DELETE FROM exactly_once_sessions WHERE id IN (
         SELECT id FROM exactly_once_sessions
-        WHERE touched_at < now() - make_interval(secs => $1)
+        WHERE touched_at < now() - make_interval(secs => CASE WHEN request = 0 THEN $2::float8 ELSE $1::float8 END)
         FOR UPDATE SKIP LOCKED)";
 
 /// A connection pool for the store on `config`'s database: at most `max_size`
@@ -69,6 +69,9 @@ pub struct StoreConfig {
     /// Sessions with no committed request for this long are deleted by
     /// [`PgStore::sweep`]; a resend after that is answered `unknown-session`.
     pub idle_expiry: Duration,
+    /// Sessions that never committed a request are deleted after this long (a flood of
+    /// sessions created and never used is gone at the next sweep after it).
+    pub unused_expiry: Duration,
     /// The largest response body kept (and answered); a longer one rolls its run back.
     pub response_limit: usize,
     /// The largest request body taken; a longer one is refused before it runs.
@@ -80,10 +83,12 @@ pub struct StoreConfig {
 }
 
 impl Default for StoreConfig {
-    /// One hour of idleness, 1 MiB bodies each way, 16 384 sessions in memory.
+    /// The in-memory table's expiries (600 s idle, 10 s unused), 1 MiB bodies each way,
+    /// 16 384 sessions in memory.
     fn default() -> Self {
         StoreConfig {
-            idle_expiry: Duration::from_secs(3600),
+            idle_expiry: Duration::from_secs(600),
+            unused_expiry: Duration::from_secs(10),
             response_limit: 1 << 20,
             request_limit: 1 << 20,
             local_sessions: 16_384,
@@ -115,6 +120,8 @@ pub enum StoreError {
     Database(tokio_postgres::Error),
     /// A session's row holds a response this crate cannot read.
     Damaged,
+    /// The operating system's random source failed: no session id can be made.
+    NoRandomness,
     /// The handler still held the run's transaction when it answered (in a task it left
     /// running): the run is rolled back rather than wait for it.
     TransactionHeld,
@@ -126,8 +133,25 @@ impl fmt::Display for StoreError {
             StoreError::Pool(e) => write!(f, "no database connection: {e}"),
             StoreError::Database(e) => write!(f, "database: {e}"),
             StoreError::Damaged => f.write_str("a session's stored response cannot be read"),
+            StoreError::NoRandomness => f.write_str("the operating system's random source failed"),
             StoreError::TransactionHeld => {
                 f.write_str("the handler held the run's transaction after it answered")
+            }
+        }
+    }
+}
+
+impl StoreError {
+    /// What a client is told: the kind of failure, not the database's own words (table
+    /// names, addresses).
+    pub(crate) fn public_detail(&self) -> &'static str {
+        match self {
+            StoreError::Pool(_) => "no database connection could be had",
+            StoreError::Database(_) => "the database refused, or the connection to it failed",
+            StoreError::Damaged => "the session's stored response cannot be read",
+            StoreError::NoRandomness => "no session id could be made",
+            StoreError::TransactionHeld => {
+                "the handler held the run's transaction after it answered"
             }
         }
     }
@@ -138,7 +162,7 @@ impl std::error::Error for StoreError {
         match self {
             StoreError::Pool(e) => Some(e),
             StoreError::Database(e) => Some(e),
-            StoreError::Damaged | StoreError::TransactionHeld => None,
+            StoreError::Damaged | StoreError::NoRandomness | StoreError::TransactionHeld => None,
         }
     }
 }
@@ -254,7 +278,7 @@ impl PgStore {
         let conn = self.inner.pool.get().await?;
         let statement = conn.prepare_cached(CREATE).await?;
         loop {
-            let Some(id) = SessionId::new(getrandom::u64().map_err(|_| StoreError::Damaged)?)
+            let Some(id) = SessionId::new(getrandom::u64().map_err(|_| StoreError::NoRandomness)?)
             else {
                 continue;
             };
@@ -281,8 +305,9 @@ impl PgStore {
         Ok(deleted)
     }
 
-    /// Deletes the sessions idle for longer than [`StoreConfig::idle_expiry`] (skipping
-    /// any that a run holds) and forgets this process's idle local entries as old;
+    /// Deletes the sessions idle for longer than [`StoreConfig::idle_expiry`] (or
+    /// [`StoreConfig::unused_expiry`], if they never committed a request), skipping any
+    /// that a run holds, and forgets this process's idle local entries as old;
     /// returns how many rows were deleted. Any replica may sweep, at any time.
     pub async fn sweep(&self) -> Result<u64, StoreError> {
         let age = self.inner.config.idle_expiry;
@@ -290,7 +315,10 @@ impl PgStore {
         let conn = self.inner.pool.get().await?;
         let statement = conn.prepare_cached(SWEEP).await?;
         self.sent(1);
-        Ok(conn.execute(&statement, &[&age.as_secs_f64()]).await?)
+        let unused = self.inner.config.unused_expiry.as_secs_f64();
+        Ok(conn
+            .execute(&statement, &[&age.as_secs_f64(), &unused])
+            .await?)
     }
 
     /// Runs [`sweep`](Self::sweep) every `every` on the current tokio runtime until the

@@ -62,23 +62,36 @@ async fn idle_sessions_expire_by_the_sweep_and_a_running_one_does_not() {
     let Some(db) = Db::start("idle_sessions_expire_by_the_sweep").await else {
         return;
     };
-    let patient = db.replica(); // an hour of idleness
+    let patient = db.replica(); // 600 s idle, 10 s unused
+    let strict_on_unused = Replica::on(
+        db.config.clone(),
+        StoreConfig {
+            unused_expiry: Duration::ZERO,
+            ..StoreConfig::default()
+        },
+    );
     let hasty = Replica::on(
         db.config.clone(),
         StoreConfig {
             idle_expiry: Duration::ZERO,
+            unused_expiry: Duration::ZERO,
             ..StoreConfig::default()
         },
     );
     let idle = patient.create().await;
     assert_eq!(patient.call(&idle, 1, "x").await.status, StatusCode::OK);
-    let running = patient.create().await;
+    let unused = patient.create().await;
+    assert_eq!(patient.sweep_now().await, 0, "nothing is that old yet");
+    tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(
-        patient.sweep_now().await,
-        0,
-        "nothing has been idle for an hour"
+        strict_on_unused.sweep_now().await,
+        1,
+        "a session never used goes first"
     );
+    let gone = patient.call(&unused, 1, "x").await;
+    assert_eq!(gone.code().as_deref(), Some("unknown-session"), "{gone:?}");
 
+    let running = patient.create().await;
     let (pid, go) = patient.hooks.pause_next();
     let run = tokio::spawn({
         let (patient, running) = (patient.clone(), running.clone());

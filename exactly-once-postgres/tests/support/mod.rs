@@ -195,6 +195,19 @@ impl Replica {
         panic!("still 503 after 50 tries");
     }
 
+    /// As a client does after a failure it may resend: sends again while the answer is a
+    /// 5xx (503, or a run rolled back), at most 100 times.
+    pub async fn call_until_answered(&self, session: &str, number: u64, body: &str) -> Answer {
+        for _ in 0..100 {
+            let answer = self.call(session, number, body).await;
+            if !answer.status.is_server_error() {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("still failing after 100 tries");
+    }
+
     /// A new session's id.
     pub async fn create(&self) -> String {
         let answer = self.send(Some("new"), None, "").await;
