@@ -13,6 +13,9 @@
 //! (or rolled back) as none. Prints calls, ledger rows per (session, number),
 //! duplicates, losses, replays, 503s and calls/s; exits 1 on any duplicate, loss, wrong
 //! answer or failed call, or when no replica was killed or the database not restarted.
+//! `--ledger-apart` makes the handler write its row in a transaction of its own, as a
+//! record kept apart from the handler's writes would: the soak then fails with
+//! duplicates (rows of runs that did not commit, run again), which shows it can.
 //!
 //! PostgreSQL is the throwaway one of `exactly_once_postgres::testing` (`DATABASE_URL`'s
 //! if set; that one cannot be restarted from here, which the run reports as a failure);
@@ -75,6 +78,10 @@ struct Flags {
     /// Seconds between two replica kills.
     #[arg(long, default_value_t = 2.0)]
     kill_every: f64,
+    /// Write each ledger row in a transaction of its own, apart from the run's (the
+    /// mistake the store exists to prevent): the soak must then fail, with duplicates.
+    #[arg(long)]
+    ledger_apart: bool,
     /// Internal: run as replica number N.
     #[arg(long, hide = true)]
     replica: Option<usize>,
@@ -94,7 +101,7 @@ fn main() -> ExitCode {
         .expect("a tokio runtime");
     let ok = match (flags.replica, flags.listen, flags.database.clone()) {
         (Some(id), Some(listen), Some(database)) => {
-            runtime.block_on(replica(id, listen, database));
+            runtime.block_on(replica(id, listen, database, flags.ledger_apart));
             true
         }
         _ => runtime.block_on(soak(&flags)),
@@ -113,7 +120,16 @@ fn main() -> ExitCode {
 // A replica: the store's layer around a handler that writes one ledger row per run.
 // ---------------------------------------------------------------------------------
 
-async fn replica(id: usize, listen: SocketAddr, database: String) {
+/// The handler's state.
+#[derive(Clone)]
+struct Handler {
+    replica: i32,
+    /// With `--ledger-apart`: the pool the ledger rows are written with, each committed
+    /// on its own.
+    apart: Option<deadpool_postgres::Pool>,
+}
+
+async fn replica(id: usize, listen: SocketAddr, database: String, apart: bool) {
     // The soak holds our stdin: when it goes away (even killed), so do we.
     std::thread::spawn(|| {
         let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1]);
@@ -132,10 +148,13 @@ async fn replica(id: usize, listen: SocketAddr, database: String) {
     })
     .await
     .expect("the database answers the replica within 30 s");
-    let store = PgStore::new(pool(config, 8), Default::default());
+    let store = PgStore::new(pool(config.clone(), 8), Default::default());
     let calls = Router::new()
         .route("/call", post(write_ledger))
-        .with_state(id as i32);
+        .with_state(Handler {
+            replica: id as i32,
+            apart: apart.then(|| pool(config.clone(), 8)),
+        });
     let app = Router::new()
         .route("/health", get(|| async { "ok" }))
         .fallback_service(DurableLayer::new(store).layer(calls));
@@ -148,7 +167,7 @@ async fn replica(id: usize, listen: SocketAddr, database: String) {
 /// The handler: one ledger row in the run's transaction; the answer echoes the call and
 /// names the attempt that ran it.
 async fn write_ledger(
-    State(replica): State<i32>,
+    State(handler): State<Handler>,
     tx: RunTransaction,
     key: RunKey,
     headers: HeaderMap,
@@ -161,7 +180,15 @@ async fn write_ledger(
         .get(ATTEMPT)
         .and_then(|v| v.to_str().ok()?.parse::<i32>().ok())
         .unwrap_or(0);
-    let db = tx.client().await.map_err(|e| unavailable(&e))?;
+    let apart = match &handler.apart {
+        Some(pool) => Some(pool.get().await.map_err(|e| unavailable(&e))?),
+        None => None,
+    };
+    let run = tx.client().await.map_err(|e| unavailable(&e))?;
+    let db: &tokio_postgres::Client = match &apart {
+        Some(conn) => conn,
+        None => &run,
+    };
     db.execute(
         "INSERT INTO ledger (session, number, client, call, attempt, replica)
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -171,7 +198,7 @@ async fn write_ledger(
             &client_nr,
             &call,
             &attempt,
-            &replica,
+            &handler.replica,
         ],
     )
     .await
@@ -229,7 +256,7 @@ async fn soak(flags: &Flags) -> bool {
     let (router, addrs) = (ports[0], &ports[1..]);
     let mut replicas = Vec::new();
     for (id, &addr) in addrs.iter().enumerate() {
-        replicas.push(Replica::start(id, addr, &database));
+        replicas.push(Replica::start(id, addr, &database, flags.ledger_apart));
     }
     for &addr in addrs {
         wait_healthy(addr).await;
@@ -311,41 +338,60 @@ fn connection_string(config: &tokio_postgres::Config) -> String {
     parts.join(" ")
 }
 
-/// A replica process and how to start it again.
-struct Replica {
+/// How to start a replica (again).
+struct ReplicaCommand {
     id: usize,
     addr: SocketAddr,
     database: String,
-    child: Child,
+    ledger_apart: bool,
 }
 
-impl Replica {
-    fn start(id: usize, addr: SocketAddr, database: &tokio_postgres::Config) -> Replica {
-        let database = connection_string(database);
-        let child = Replica::spawn(id, addr, &database);
-        Replica {
-            id,
-            addr,
-            database,
-            child,
+impl ReplicaCommand {
+    fn spawn(&self) -> Child {
+        let mut command = Command::new(std::env::current_exe().expect("the soak's own binary"));
+        command
+            .args(["--replica", &self.id.to_string()])
+            .args(["--listen", &self.addr.to_string()])
+            .args(["--database", &self.database]);
+        if self.ledger_apart {
+            command.arg("--ledger-apart");
         }
-    }
-
-    fn spawn(id: usize, addr: SocketAddr, database: &str) -> Child {
-        Command::new(std::env::current_exe().expect("the soak's own binary"))
-            .args(["--replica", &id.to_string(), "--listen", &addr.to_string()])
-            .args(["--database", database])
+        command
             .stdin(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("start a replica")
+    }
+}
+
+/// A replica process.
+struct Replica {
+    command: ReplicaCommand,
+    child: Child,
+}
+
+impl Replica {
+    fn start(
+        id: usize,
+        addr: SocketAddr,
+        database: &tokio_postgres::Config,
+        ledger_apart: bool,
+    ) -> Replica {
+        let command = ReplicaCommand {
+            id,
+            addr,
+            database: connection_string(database),
+            ledger_apart,
+        };
+        let child = command.spawn();
+        Replica { command, child }
     }
 
     /// SIGKILL, then the same replica (same port, same database) again.
     async fn kill_and_restart(&mut self) {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
-        self.child = Replica::spawn(self.id, self.addr, &self.database);
+        self.child = self.command.spawn();
     }
 }
 
