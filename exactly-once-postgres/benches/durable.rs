@@ -12,8 +12,9 @@
 //! Each is an axum handler called in-process (no HTTP), so that the three differ only
 //! in what they send the database. The runs are interleaved (store, bare, key; three
 //! rounds) and the table shows each round's calls/s, the ratios of the medians, and
-//! per call the statements the server ran (`pg_stat_statements`, where installed) and
-//! the round trips the client made. Last, what a duplicate costs in the same process.
+//! per call the statements the server ran (`pg_stat_statements`, where installed), the
+//! round trips the client made and the CPU time of this process (clients, layer,
+//! handlers; not the server). Last, what a duplicate costs in the same process.
 //!
 //! ```sh
 //! cargo bench -p exactly-once-postgres --bench durable -- --seconds 3
@@ -182,6 +183,8 @@ struct Figures {
     seconds: f64,
     statements: Option<u64>,
     round_trips: u64,
+    /// CPU time of this process (clients, layer, handler, pools; not the server's).
+    cpu: Duration,
 }
 
 impl Figures {
@@ -270,6 +273,7 @@ impl Bench {
         self.reset_server_counts().await;
         let store_before = self.store.counters();
         let round_trips_before = ROUND_TRIPS.load(Ordering::Relaxed);
+        let cpu_before = process_cpu();
         let start = Instant::now();
         let until = start + Duration::from_secs_f64(seconds);
         let clients: Vec<_> = (0..CLIENTS)
@@ -291,6 +295,7 @@ impl Bench {
             calls += client.await.expect("a client panicked");
         }
         let seconds = start.elapsed().as_secs_f64();
+        let cpu = process_cpu().saturating_sub(cpu_before);
         let round_trips = match mode {
             // The store's own round trips, and the handler's INSERT.
             Mode::Store => self.store.counters().round_trips - store_before.round_trips + calls,
@@ -301,6 +306,7 @@ impl Bench {
             seconds,
             statements: self.server_statements().await,
             round_trips,
+            cpu,
         }
     }
 
@@ -365,7 +371,7 @@ impl Bench {
         let resent = self.store.counters().round_trips - before.round_trips;
         let resent_statements = self.server_statements().await;
         println!(
-            "{copies} concurrent copies of one call: {} statements at the server, {} round trips by the store (one run)",
+            "{copies} concurrent copies of one call: {} statements at the server, {} round trips by the store and the handler's 1 (one run)",
             show(first.0),
             first.1
         );
@@ -374,6 +380,21 @@ impl Bench {
             show(resent_statements)
         );
     }
+}
+
+/// This process's CPU time (user and system) from `/proc/self/stat`, in clock ticks of
+/// 10 ms (zero where there is no `/proc`).
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // After the command name's closing parenthesis: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
 }
 
 fn show(n: Option<u64>) -> String {
@@ -437,8 +458,15 @@ fn report(figures: &[Vec<Figures>], seconds: f64) {
         "\n{CLIENTS} clients, {ROUNDS} interleaved rounds of {seconds} s per kind, one row per call"
     );
     println!(
-        "{:<16} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12}",
-        "kind", "round 1", "round 2", "round 3", "median", "statements", "round trips"
+        "{:<16} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12} {:>14}",
+        "kind",
+        "round 1",
+        "round 2",
+        "round 3",
+        "median",
+        "statements",
+        "round trips",
+        "client CPU µs"
     );
     for mode in MODES {
         let runs = &figures[mode as usize];
@@ -451,15 +479,17 @@ fn report(figures: &[Vec<Figures>], seconds: f64) {
                 format!("{:.2}", s as f64 / calls as f64)
             });
         let round_trips: u64 = runs.iter().map(|r| r.round_trips).sum();
+        let cpu: Duration = runs.iter().map(|r| r.cpu).sum();
         print!("{:<16}", mode.name());
         for run in runs {
             print!(" {:>10.0}", run.calls_per_second());
         }
         println!(
-            " {:>10.0} {:>12} {:>12.2}",
+            " {:>10.0} {:>12} {:>12.2} {:>14.1}",
             medians[mode as usize],
             statements,
-            round_trips as f64 / calls as f64
+            round_trips as f64 / calls as f64,
+            cpu.as_secs_f64() * 1e6 / calls as f64
         );
     }
     let (store, bare, keyed) = (medians[0], medians[1], medians[2]);
