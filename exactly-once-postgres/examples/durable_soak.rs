@@ -497,9 +497,9 @@ struct Seen {
 /// Below the core's [`Client`], on each attempt: numbers the attempt (so that the
 /// handler can name the one that ran), and turns a 5xx answer into an error, so that
 /// the client sends the same number again. The client takes any answer without the
-/// layer's error code as the call's answer, and the store's `store-unavailable` and
-/// `outcome-unknown` refusals as final; but every 5xx here means "not committed, or
-/// not known": sending the same number again replays or runs it once.
+/// layer's error code (HAProxy's own 502, 503 and 504, the handler's 503) as the
+/// call's answer; but every 5xx here means "not committed, or not known": sending the
+/// same number again replays or runs it once.
 #[derive(Clone)]
 struct Attempts {
     pool: Pool<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,

@@ -7,7 +7,7 @@ use crate::store::{Claimed, CommitError, PgStore};
 use bytes::Bytes;
 use exactly_once::tower::{
     key_from_headers, BoxError, Error, HttpStore, Key, KeyError, SessionId, Store, StoreResponse,
-    WholeBody, ERROR_HEADER, PROBLEM_TYPES,
+    StoredResponse, WholeBody, ERROR_HEADER, PROBLEM_TYPES,
 };
 use exactly_once::{OwnedProcessGuard, OwnedTriage, RequestNr, WaitError};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -17,6 +17,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -24,6 +25,9 @@ use tower_service::Service;
 /// Puts a service behind the PostgreSQL store: each numbered request of a session runs
 /// at most once on any replica and commits with its completion record, and every
 /// resend, on any replica, is answered from that record. See the [crate docs](crate).
+///
+/// Needs a tokio runtime: each run goes on in a task of its own, so that a caller that
+/// goes away (a cut connection) does not cut its run short.
 #[derive(Clone, Debug)]
 pub struct DurableLayer {
     store: PgStore,
@@ -214,7 +218,7 @@ where
             Ok(Claimed::Run(run)) => run,
             Ok(Claimed::Replay(stored)) => {
                 let answer = self.http.replay(&stored);
-                settle.complete(Verdict::Response(stored));
+                settle.complete_with(stored);
                 return answer;
             }
             Ok(Claimed::Stale) => {
@@ -265,12 +269,12 @@ where
         self,
         run: Run,
         settle: Settle,
-        stored: exactly_once::tower::StoredResponse,
+        stored: StoredResponse,
         answer: Response<WholeBody>,
     ) -> Response<WholeBody> {
         match run.commit(&stored).await {
             Ok(()) => {
-                settle.complete(Verdict::Response(stored));
+                settle.complete_with(stored);
                 answer
             }
             Err(CommitError::RolledBack(e)) => {
@@ -308,6 +312,26 @@ impl Settle {
     fn complete(mut self, verdict: Verdict) {
         if let Some(guard) = self.guard.take() {
             guard.complete(verdict);
+        }
+    }
+
+    /// Completes with a response. A response over
+    /// [`StoreConfig::local_response_limit`](crate::StoreConfig::local_response_limit)
+    /// is handed to the copies waiting now, and the session is forgotten here, so that
+    /// the process does not keep it until the session's next number: a later resend
+    /// reads it from the database.
+    fn complete_with(self, stored: StoredResponse) {
+        let size = stored.body.len()
+            + stored
+                .headers
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len())
+                .sum::<usize>();
+        let keep = size <= self.store.config().local_response_limit;
+        let (store, session, local) = (self.store.clone(), self.session, Arc::clone(&self.local));
+        self.complete(Verdict::Response(stored));
+        if !keep {
+            store.local().forget(session.get(), &local);
         }
     }
 

@@ -80,18 +80,24 @@ pub struct StoreConfig {
     /// answer, for copies that meet in this process). Forgetting one costs a database
     /// round trip later, never a second run: the database decides.
     pub local_sessions: usize,
+    /// The largest response (body and headers) the in-process table keeps between
+    /// requests; a larger one is handed to the copies waiting for it and then read from
+    /// the database by later resends. With `local_sessions`, this bounds the memory the
+    /// table keeps: 4 096 × 16 KiB = 64 MiB by default.
+    pub local_response_limit: usize,
 }
 
 impl Default for StoreConfig {
     /// The in-memory table's expiries (600 s idle, 10 s unused), 1 MiB bodies each way,
-    /// 16 384 sessions in memory.
+    /// 4 096 sessions in memory with responses up to 16 KiB.
     fn default() -> Self {
         StoreConfig {
             idle_expiry: Duration::from_secs(600),
             unused_expiry: Duration::from_secs(10),
             response_limit: 1 << 20,
             request_limit: 1 << 20,
-            local_sessions: 16_384,
+            local_sessions: 4096,
+            local_response_limit: 16 << 10,
         }
     }
 }

@@ -164,3 +164,29 @@ async fn a_call_costs_the_round_trips_of_a_bare_handler_and_a_duplicate_in_proce
     );
     assert_eq!(after.answered_locally, before.answered_locally + 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_over_the_local_limit_is_not_kept_in_memory_and_replays_from_the_database() {
+    let Some(db) = Db::start("a_response_over_the_local_limit").await else {
+        return;
+    };
+    let frugal = support::Replica::on(
+        db.config.clone(),
+        exactly_once_postgres::StoreConfig {
+            local_response_limit: 0,
+            ..Default::default()
+        },
+    );
+    let session = frugal.create().await;
+    let first = frugal.call(&session, 1, "x").await;
+    assert_eq!(first.status, StatusCode::OK);
+    let before = frugal.store.counters();
+    assert_eq!(frugal.call(&session, 1, "x").await, first, "replayed");
+    let after = frugal.store.counters();
+    assert_eq!(
+        after.round_trips - before.round_trips,
+        2,
+        "from the database: claim, rollback"
+    );
+    assert_eq!(db.ledger(&format!("{session}-1")).await, 1);
+}

@@ -426,13 +426,17 @@ where
 }
 
 /// The layer's answers that mean "this request has not run; send it again later" (an
-/// incomplete body: its bytes were cut on the way, e.g. by a proxy).
-const RETRY_LATER: [&str; 5] = [
+/// incomplete body: its bytes were cut on the way, e.g. by a proxy), and the durable
+/// store's (exactly-once-postgres) "the database was unavailable" and "the COMMIT's
+/// answer was lost: the resend replays or runs it".
+const RETRY_LATER: [&str; 7] = [
     "busy",
     "still-running",
     "over-budget",
     "table-full",
     "incomplete-body",
+    "store-unavailable",
+    "outcome-unknown",
 ];
 
 /// The layer's error code, if the server answered for the layer.
