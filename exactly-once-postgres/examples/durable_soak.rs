@@ -62,6 +62,9 @@ const ATTEMPT: &str = "soak-attempt";
 /// naming an earlier attempt than the one it answers is a replay.
 const RAN_ON: &str = "soak-ran-on-attempt";
 const REPLICAS: usize = 3;
+/// The replicas' database, a libpq key=value connection string: in the environment
+/// rather than on the command line, where a password would show in `ps`.
+const DATABASE_ENV: &str = "DURABLE_SOAK_DATABASE";
 
 #[derive(Parser, Debug)]
 #[command(about = "Durable exactly-once: replicas killed, PostgreSQL restarted, behind HAProxy")]
@@ -88,9 +91,6 @@ struct Flags {
     /// Internal: the replica's listening address.
     #[arg(long, hide = true)]
     listen: Option<SocketAddr>,
-    /// Internal: the replica's database (a libpq key=value connection string).
-    #[arg(long, hide = true)]
-    database: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -99,7 +99,8 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let ok = match (flags.replica, flags.listen, flags.database.clone()) {
+    let database = std::env::var(DATABASE_ENV).ok();
+    let ok = match (flags.replica, flags.listen, database) {
         (Some(id), Some(listen), Some(database)) => {
             runtime.block_on(replica(id, listen, database, flags.ledger_apart));
             true
@@ -352,7 +353,7 @@ impl ReplicaCommand {
         command
             .args(["--replica", &self.id.to_string()])
             .args(["--listen", &self.addr.to_string()])
-            .args(["--database", &self.database]);
+            .env(DATABASE_ENV, &self.database);
         if self.ledger_apart {
             command.arg("--ledger-apart");
         }
