@@ -19,6 +19,8 @@
 //! ```sh
 //! cargo bench -p exactly-once-postgres --bench durable -- --seconds 3
 //! ```
+//!
+//! `-- --only store` (or `bare`, `key`) runs one kind alone, for a profiler.
 
 use axum::extract::State;
 use axum::routing::post;
@@ -406,17 +408,26 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// `--seconds N` (per run); anything else cargo passes (`--bench`) is ignored.
-fn seconds_flag() -> f64 {
+/// The value of flag `name`, if given; anything else cargo passes (`--bench`) is
+/// ignored.
+fn flag(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.windows(2)
-        .find(|w| w[0] == "--seconds")
-        .map(|w| w[1].parse().expect("--seconds takes a number"))
-        .unwrap_or(3.0)
+    args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone())
+}
+
+/// `--only store|bare|key`: one kind alone, for a profiler.
+fn only_flag() -> Option<Mode> {
+    match flag("--only")?.as_str() {
+        "store" => Some(Mode::Store),
+        "bare" => Some(Mode::Bare),
+        "key" => Some(Mode::Keyed),
+        other => panic!("--only takes store, bare or key, not {other}"),
+    }
 }
 
 fn main() {
-    let seconds = seconds_flag();
+    // `--seconds N`: the length of each run.
+    let seconds = flag("--seconds").map_or(3.0, |s| s.parse().expect("--seconds takes a number"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -430,6 +441,15 @@ fn main() {
         // Warm-up: every pooled connection opened, every statement prepared.
         for mode in MODES {
             bench.run(mode, 0.5).await;
+        }
+        if let Some(mode) = only_flag() {
+            let run = bench.run(mode, seconds).await;
+            println!(
+                "{} alone: {:.0} calls/s",
+                mode.name(),
+                run.calls_per_second()
+            );
+            return;
         }
         let mut figures = vec![Vec::new(); MODES.len()];
         for round in 1..=ROUNDS {
