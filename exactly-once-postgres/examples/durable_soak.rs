@@ -659,6 +659,8 @@ struct Ledger {
     losses: usize,
     /// Calls with rows under more than one (session, number).
     renumbered: i64,
+    /// Rows written by each replica (HAProxy's round-robin at work).
+    per_replica: Vec<i64>,
 }
 
 impl Ledger {
@@ -682,6 +684,16 @@ impl Ledger {
             .iter()
             .map(|row| (row.get(0), row.get(1)))
             .collect();
+        let per_replica = db
+            .query(
+                "SELECT count(*) FROM ledger GROUP BY replica ORDER BY replica",
+                &[],
+            )
+            .await
+            .expect("read the ledger")
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
         let ran: HashSet<(i32, i64)> = db
             .query("SELECT DISTINCT client, call FROM ledger", &[])
             .await
@@ -700,6 +712,7 @@ impl Ledger {
             duplicates,
             losses,
             renumbered,
+            per_replica,
         }
     }
 }
@@ -732,6 +745,7 @@ fn report(
             .collect::<Vec<_>>()
             .join(", ")
     );
+    println!("rows per replica   {:?}", ledger.per_replica);
     println!("duplicates         {}", ledger.duplicates);
     println!("losses             {}", ledger.losses);
     println!("renumbered calls   {}", ledger.renumbered);
