@@ -130,6 +130,7 @@ mod error_responses;
 mod future;
 pub mod grpc;
 mod headers;
+pub mod idempotency;
 mod key;
 mod layer;
 pub mod problems;
@@ -144,6 +145,7 @@ pub use error::PROBLEM_TYPES;
 pub use error_responses::HttpErrors;
 pub use future::{HttpResponseFuture, ResponseFuture};
 pub use headers::StoredHeaders;
+pub use idempotency::IdempotencyLayer;
 pub use key::{
     key_from_headers, HeaderKey, Key, KeyError, KeyExtractor, LetThrough, SessionId, ERROR_HEADER,
     REQUEST_HEADER, SESSION_HEADER, SKIPPED_HEADER,
