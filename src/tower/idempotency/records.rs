@@ -22,7 +22,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::fmt;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -55,17 +55,66 @@ struct Inner {
 
 #[derive(Default)]
 struct Shard {
-    records: HashMap<RecordKey, Arc<Record>>,
+    records: HashMap<HashedKey, Arc<Record>, BuildHasherDefault<PassHash>>,
     /// Every record of the shard once, with the time (ms since the epoch) at which it
     /// is looked at again: in the order they were pushed, so mostly by time (a record
     /// pushed back after its run ends late is looked at late, never early).
     due: VecDeque<(u64, Arc<Record>)>,
 }
 
+/// A record key with its hash under the table's random key (SipHash, so that keys
+/// chosen by clients cannot be made to collide), worked out once: the shard and the
+/// map use it and never hash the key's bytes again.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct HashedKey {
+    hash: u64,
+    key: RecordKey,
+}
+
+impl HashedKey {
+    /// The key's bytes, as a store keeps them.
+    pub(crate) fn len(&self) -> usize {
+        self.key.len()
+    }
+
+    /// The shard: bits of the hash that neither the map's bucket index (the low bits)
+    /// nor its tags (the top seven) use, so that keys of one shard still spread.
+    fn shard(&self) -> usize {
+        (self.hash >> 40) as usize % SHARDS
+    }
+}
+
+impl Hash for HashedKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// The map's hasher: passes a [`HashedKey`]'s hash through.
+#[derive(Default)]
+struct PassHash(u64);
+
+impl Hasher for PassHash {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is called (by `HashedKey`); anything else is folded in.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// One key's record: its request's one-request session, the fingerprint of the request
 /// that made it, and when its run ended.
 pub(crate) struct Record {
-    key: RecordKey,
+    key: HashedKey,
     fingerprint: Fingerprint,
     state: SessionState<StoredResponse>,
     settled_ms: AtomicU64,
@@ -127,17 +176,17 @@ impl IdempotencyRecords {
     }
 
     /// Whether `key` has a record, without claiming it.
-    pub(crate) fn existing(&self, key: &RecordKey, fingerprint: &Fingerprint) -> Option<Claim> {
+    pub(crate) fn existing(&self, key: &HashedKey, fingerprint: &Fingerprint) -> Option<Claim> {
         let now = self.inner.now_ms();
-        let mut shard = self.inner.lock(self.inner.shard_of(key));
+        let mut shard = self.inner.lock(key.shard());
         self.inner.expire_shard(&mut shard, now);
         let record = shard.records.get(key);
         record.map(|record| record.matching(fingerprint))
     }
 
     /// The record of `key`: the one there (if `fingerprint` matches it), or a new one.
-    pub(crate) fn claim(&self, key: RecordKey, fingerprint: Fingerprint) -> Claim {
-        let i = self.inner.shard_of(&key);
+    pub(crate) fn claim(&self, key: HashedKey, fingerprint: Fingerprint) -> Claim {
+        let i = key.shard();
         for attempt in 0..2 {
             let now = self.inner.now_ms();
             let mut shard = self.inner.lock(i);
@@ -158,6 +207,12 @@ impl IdempotencyRecords {
         Claim::Full
     }
 
+    /// `key` with its hash in this table, worked out once for every lookup of it.
+    pub(crate) fn hashed(&self, key: RecordKey) -> HashedKey {
+        let hash = self.inner.hasher.hash_one(&key);
+        HashedKey { hash, key }
+    }
+
     /// Records that the run of `record` has ended, now: its retention starts.
     pub(crate) fn settled(&self, record: &Record) {
         // ORDERING: read under the shard lock by the expiry, which only needs some
@@ -169,10 +224,6 @@ impl IdempotencyRecords {
 }
 
 impl Inner {
-    fn shard_of(&self, key: &RecordKey) -> usize {
-        self.hasher.hash_one(key) as usize % SHARDS
-    }
-
     fn lock(&self, i: usize) -> MutexGuard<'_, Shard> {
         // Every change under a shard lock leaves it whole before anything that can
         // panic, so a poisoned lock is still good.
@@ -203,7 +254,7 @@ impl Inner {
     fn insert(
         &self,
         shard: &mut Shard,
-        key: RecordKey,
+        key: HashedKey,
         fingerprint: Fingerprint,
         now: u64,
     ) -> Arc<Record> {
@@ -355,13 +406,16 @@ mod tests {
         let budget = Budget::new(1 << 20);
         let records = IdempotencyRecords::new(4, Duration::ZERO, Arc::clone(&budget));
         let (k, fp) = key("k");
-        let first = record(records.claim(k.clone(), fp));
+        let first = record(records.claim(records.hashed(k.clone()), fp));
         let guard = match first.state().triage(RequestNr::new(1).unwrap()) {
             crate::Triage::Process(guard) => guard,
             _ => panic!("the first triage runs"),
         };
         assert_eq!(records.expire(), 0, "running: kept, whatever the retention");
-        assert!(Arc::ptr_eq(&record(records.claim(k.clone(), fp)), &first));
+        assert!(Arc::ptr_eq(
+            &record(records.claim(records.hashed(k.clone()), fp)),
+            &first
+        ));
         guard.abandon();
         records.settled(&first);
         assert_eq!(
@@ -379,9 +433,15 @@ mod tests {
         let budget = Budget::new(1 << 20);
         let records = IdempotencyRecords::new(1, Duration::from_secs(3600), budget);
         let (a, fp) = key("a");
-        let kept = record(records.claim(a.clone(), fp));
-        assert!(matches!(records.claim(key("b").0, fp), Claim::Full));
-        assert!(Arc::ptr_eq(&record(records.claim(a, fp)), &kept));
+        let kept = record(records.claim(records.hashed(a.clone()), fp));
+        assert!(matches!(
+            records.claim(records.hashed(key("b").0), fp),
+            Claim::Full
+        ));
+        assert!(Arc::ptr_eq(
+            &record(records.claim(records.hashed(a), fp)),
+            &kept
+        ));
     }
 
     #[test]
@@ -390,10 +450,13 @@ mod tests {
         let (a, fp) = key("a");
         let parts: Parts = http::Request::post("/a").body(()).unwrap().into_parts().0;
         let other = Fingerprint::new(&parts, b"other", &[]);
-        let _kept = record(records.claim(a.clone(), fp));
-        assert!(matches!(records.claim(a.clone(), other), Claim::Mismatch));
+        let _kept = record(records.claim(records.hashed(a.clone()), fp));
         assert!(matches!(
-            records.existing(&a, &other),
+            records.claim(records.hashed(a.clone()), other),
+            Claim::Mismatch
+        ));
+        assert!(matches!(
+            records.existing(&records.hashed(a), &other),
             Some(Claim::Mismatch)
         ));
     }

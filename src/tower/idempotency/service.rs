@@ -186,6 +186,7 @@ impl<A: Send + 'static> Start<A> {
         R::Data: Send,
         R::Error: Into<crate::tower::BoxError>,
     {
+        let key = self.records.hashed(key);
         let claim = match self.records.existing(&key, &fingerprint) {
             Some(claim) => claim,
             None => {
