@@ -557,3 +557,34 @@ async fn a_body_cut_in_transit_leaves_no_record_and_the_resend_runs() {
     );
     assert_eq!(server.runs(), 1);
 }
+
+#[tokio::test]
+async fn a_new_key_makes_room_by_evicting_idle_sessions_of_a_shared_table_never_records() {
+    use exactly_once::table::TableConfig;
+    use exactly_once::tower::HttpLayer;
+    // A numbered-session server whose idle session retains most of the budget.
+    let budget = Budget::new(BODY_LIMIT * 3 / 2);
+    let sessions =
+        tower_support::serve_layer(HttpLayer::new(BODY_LIMIT, TableConfig::default(), budget))
+            .await;
+    let pool = pool();
+    let id = tower_support::create_session(&pool, &sessions).await;
+    let size = (BODY_LIMIT * 9 / 10).to_string();
+    let big = tower_support::request(&sessions.url("/big"), Some(&id), 1, &[("size", &size)], "");
+    assert_eq!(tower_support::send(&pool, big).await.status, StatusCode::OK);
+    let table = sessions.layer.sessions().clone();
+    // Beside it, the mode sharing its table: a new key needs room for a whole response.
+    let server = serve(layer().sharing(table.clone())).await;
+    let url = format!("{}/charge", server.url);
+    let first = post(&pool, &url, &[(KEY, "room")], "").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
+    assert_eq!(table.len(), 0, "the idle session was evicted for it");
+    // The record stays, counted in the shared budget; a duplicate is answered from it.
+    let kept = table.budget().used();
+    assert!(
+        kept > 0 && kept < BODY_LIMIT,
+        "the record and its response are counted"
+    );
+    assert!(post(&pool, &url, &[(KEY, "room")], "").await.replayed);
+    assert_eq!(server.runs(), 1);
+}

@@ -283,6 +283,14 @@ impl<A: Send + 'static> fmt::Debug for IdempotencyLayer<A> {
     }
 }
 
+// Shared by the tasks of a server: asserted here, not left to inference.
+const _: () = {
+    const fn shared<T: Send + Sync + Clone>() {}
+    shared::<IdempotencyLayer>();
+    shared::<IdempotencyRecords>();
+    shared::<Scope>();
+};
+
 impl<S, A: Send + 'static> Layer<S> for IdempotencyLayer<A> {
     type Service = HttpErrors<Idempotent<S, A>, A>;
 
