@@ -429,6 +429,20 @@ mod tests {
     }
 
     #[test]
+    fn the_bytes_counted_for_a_record_cover_what_it_holds_besides_its_key_and_response() {
+        use std::mem::size_of;
+        // The record and its `Arc` counts, its map entry, its expiry queue entry, and
+        // the key's `Arc` counts (the key's bytes are counted apart).
+        let arc_counts = 2 * size_of::<usize>();
+        let held = size_of::<Record>()
+            + arc_counts
+            + size_of::<(HashedKey, Arc<Record>)>()
+            + size_of::<(u64, Arc<Record>)>()
+            + arc_counts;
+        assert!(held <= RECORD_BYTES, "{held} bytes");
+    }
+
+    #[test]
     fn a_full_table_refuses_new_keys_and_keeps_the_old() {
         let budget = Budget::new(1 << 20);
         let records = IdempotencyRecords::new(1, Duration::from_secs(3600), budget);
