@@ -7,6 +7,11 @@
 //! cargo run --release --features tower --example http_soak -- --seconds 30 --clients 16 --fault-rate 0.01
 //! ```
 //!
+//! With `--idempotency-key` the server is in the `Idempotency-Key` mode
+//! (`IdempotencyLayer`) and the clients are plain HTTP clients that name each call with a
+//! key of their own and send it again, unchanged, after a cut or a `503`. With `--serve
+//! ADDR` it only serves (no proxy, no clients), for curl.
+//!
 //! The handler records, per client, the last call it ran, so a call run twice
 //! (duplicate) or skipped (loss) is caught where it happens; each answer must name the
 //! call it answers. Prints calls, executions, duplicates, losses, retries, cuts, calls/s
@@ -20,7 +25,7 @@ use axum::{extract::State, routing::post, Router};
 use bytes::Bytes;
 use clap::Parser;
 use exactly_once::table::{Budget, TableConfig};
-use exactly_once::tower::{Client, ClientConfig, HttpLayer};
+use exactly_once::tower::{Client, ClientConfig, HttpLayer, IdempotencyLayer, ERROR_HEADER};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client as Pool, rt::TokioExecutor};
 use proxy::Faults;
@@ -43,6 +48,12 @@ struct Flags {
     /// Probability that the proxy cuts a connection at each point of an exchange.
     #[arg(long, default_value_t = 0.01)]
     fault_rate: f64,
+    /// The `Idempotency-Key` mode: plain clients, a key per call.
+    #[arg(long)]
+    idempotency_key: bool,
+    /// Only serve on this address (no proxy, no clients) until stopped.
+    #[arg(long)]
+    serve: Option<std::net::SocketAddr>,
 }
 
 /// What the handler saw, per client and in all.
@@ -84,7 +95,11 @@ struct Calls {
     latencies: Vec<Duration>,
 }
 
-async fn handle(State(tally): State<Arc<Tally>>, body: Bytes) -> String {
+/// Echoes the body, with the handler's executions so far in `x-executions`.
+async fn handle(
+    State(tally): State<Arc<Tally>>,
+    body: Bytes,
+) -> ([(&'static str, String); 1], String) {
     let text = String::from_utf8_lossy(&body).into_owned();
     let mut words = text
         .split(' ')
@@ -96,20 +111,86 @@ async fn handle(State(tally): State<Arc<Tally>>, body: Bytes) -> String {
     {
         tally.run(c, k);
     }
-    text
+    let executions = tally.executions.load(Ordering::SeqCst).to_string();
+    ([("x-executions", executions)], text)
 }
 
-/// Starts the server behind the layer; returns its address.
-async fn start_server(tally: Arc<Tally>) -> std::net::SocketAddr {
-    let layer = HttpLayer::new(1 << 20, TableConfig::default(), Budget::new(256 << 20));
+/// Starts the server behind the layer (the `Idempotency-Key` mode's, if `keys`) on
+/// `addr`; returns its address.
+async fn start_server(
+    tally: Arc<Tally>,
+    keys: bool,
+    addr: std::net::SocketAddr,
+) -> std::net::SocketAddr {
     let router = Router::new().route("/call", post(handle)).with_state(tally);
-    // The whole router behind the layer, answering in axum's bodies.
-    let app = layer.answering(axum::body::Body::new).layer(router);
-    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    // The whole router behind the layer, answering in axum's bodies.
+    let budget = Budget::new(256 << 20);
+    if keys {
+        let layer = IdempotencyLayer::new(1 << 20, budget);
+        let app = layer.answering(axum::body::Body::new).layer(router);
+        let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+    } else {
+        let layer = HttpLayer::new(1 << 20, TableConfig::default(), budget);
+        let app = layer.answering(axum::body::Body::new).layer(router);
+        let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+    }
     addr
+}
+
+/// One plain HTTP client calling back to back until `until`, each call named by an
+/// `Idempotency-Key` of its own and sent again, unchanged, after a cut or a `503`.
+async fn keyed_client(c: usize, url: String, until: Instant) -> Calls {
+    let pool = Pool::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut calls = Calls::default();
+    let mut k = 0;
+    while Instant::now() < until {
+        k += 1;
+        let sent = format!("{c} {k}");
+        let key = format!("\"soak-{c}-{k}\"");
+        let start = Instant::now();
+        loop {
+            let request = http::Request::post(&url)
+                .header("idempotency-key", &key)
+                .body(Full::new(Bytes::from(sent.clone())))
+                .unwrap();
+            let answer = match pool.request(request).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    calls.retries += 1; // the connection was cut: the same request again
+                    continue;
+                }
+            };
+            let status = answer.status();
+            let torn = answer
+                .headers()
+                .get(ERROR_HEADER)
+                .is_some_and(|code| code == "incomplete-body");
+            let Ok(body) = answer.into_body().collect().await else {
+                calls.retries += 1; // cut while the answer came
+                continue;
+            };
+            let body = body.to_bytes();
+            if status == http::StatusCode::SERVICE_UNAVAILABLE || torn {
+                calls.retries += 1; // no room now, or a torn body: sent again
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            if status.is_success() {
+                calls.latencies.push(start.elapsed());
+                calls.answered += 1;
+                calls.wrong_answers += u64::from(body != sent.as_bytes());
+            } else {
+                eprintln!("client {c} call {k} failed: {status} {body:?}");
+                calls.failed += 1;
+            }
+            break;
+        }
+    }
+    calls
 }
 
 /// One client calling back to back until `until`.
@@ -200,14 +281,23 @@ fn report(
 async fn main() {
     let flags = Flags::parse();
     let tally = Arc::new(Tally::new(flags.clients));
-    let server = start_server(Arc::clone(&tally)).await;
+    if let Some(addr) = flags.serve {
+        let addr = start_server(Arc::clone(&tally), flags.idempotency_key, addr).await;
+        println!("serving on http://{addr}/call");
+        std::future::pending::<()>().await;
+    }
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let server = start_server(Arc::clone(&tally), flags.idempotency_key, loopback).await;
     let faults = Faults::random(flags.fault_rate);
     let proxy = proxy::start(server, Arc::clone(&faults)).await;
     let url = format!("http://{proxy}/call");
     let start = Instant::now();
     let until = start + Duration::from_secs_f64(flags.seconds);
     let clients: Vec<_> = (0..flags.clients)
-        .map(|c| tokio::spawn(client(c, url.clone(), until)))
+        .map(|c| match flags.idempotency_key {
+            true => tokio::spawn(keyed_client(c, url.clone(), until)),
+            false => tokio::spawn(client(c, url.clone(), until)),
+        })
         .collect();
     let mut calls = Calls::default();
     for handle in clients {

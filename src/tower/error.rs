@@ -167,38 +167,79 @@ impl<E> Error<E> {
     where
         E: fmt::Display,
     {
-        let mut response = Response::new(body(Bytes::from(self.problem())));
-        *response.status_mut() = self.status();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        headers.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
-        if let Some(seconds) = self.retry_after() {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
+        let problem = Problem {
+            code: self.code(),
+            title: self.title(),
+            status: self.status(),
+            retry_after: self.retry_after(),
+        };
+        let mut response = problem.to_response(&self.to_string(), body);
         if matches!(self, Error::Key(KeyError::EndNeedsDelete)) {
-            headers.insert(header::ALLOW, HeaderValue::from_static("DELETE"));
+            let allow = HeaderValue::from_static("DELETE");
+            response.headers_mut().insert(header::ALLOW, allow);
         }
         response
     }
 
     /// The problem details object, as JSON.
+    #[cfg(test)]
     fn problem(&self) -> String
     where
         E: fmt::Display,
     {
+        let problem = Problem {
+            code: self.code(),
+            title: self.title(),
+            status: self.status(),
+            retry_after: self.retry_after(),
+        };
+        problem.json(&self.to_string())
+    }
+}
+
+/// One of the layer's refusals as RFC 9457 problem details: the one place that writes
+/// their HTTP answers (the session protocol's [`Error`] and the `Idempotency-Key`
+/// mode's refusals alike).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Problem {
+    /// The code: the end of the problem type, and the [`ERROR_HEADER`] value.
+    pub(crate) code: &'static str,
+    pub(crate) title: &'static str,
+    pub(crate) status: StatusCode,
+    /// `Retry-After`, in seconds, if the same request may be sent again and run.
+    pub(crate) retry_after: Option<u32>,
+}
+
+impl Problem {
+    /// The answer: `status`, an `application/problem+json` body made by `body`, the
+    /// [`ERROR_HEADER`] header with the code, and `Retry-After` if there is one.
+    pub(crate) fn to_response<B>(self, detail: &str, body: impl FnOnce(Bytes) -> B) -> Response<B> {
+        let mut response = Response::new(body(Bytes::from(self.json(detail))));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        headers.insert(ERROR_HEADER, HeaderValue::from_static(self.code));
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+
+    /// The problem details object (`type`, `title`, `status`, `detail`), as JSON.
+    fn json(self, detail: &str) -> String {
         let mut json = String::with_capacity(160);
         json.push_str("{\"type\":\"");
         json.push_str(PROBLEM_TYPES);
-        json.push_str(self.code());
+        json.push_str(self.code);
         json.push_str("\",\"title\":\"");
-        json.push_str(self.title());
+        json.push_str(self.title);
         json.push_str("\",\"status\":");
-        json.push_str(self.status().as_str());
+        json.push_str(self.status.as_str());
         json.push_str(",\"detail\":\"");
-        push_json_text(&mut json, &self.to_string());
+        push_json_text(&mut json, detail);
         json.push_str("\"}");
         json
     }

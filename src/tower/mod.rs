@@ -132,6 +132,7 @@ mod future;
 pub mod grpc;
 mod grpc_client;
 mod headers;
+pub mod idempotency;
 mod key;
 mod layer;
 pub mod problems;
@@ -147,6 +148,7 @@ pub use error_responses::HttpErrors;
 pub use future::{HttpResponseFuture, ResponseFuture};
 pub use grpc_client::{GrpcClient, GrpcClientFuture, GrpcClientLayer};
 pub use headers::StoredHeaders;
+pub use idempotency::IdempotencyLayer;
 pub use key::{
     key_from_headers, HeaderKey, Key, KeyError, KeyExtractor, LetThrough, SessionId, ERROR_HEADER,
     REQUEST_HEADER, SESSION_HEADER, SKIPPED_HEADER,

@@ -23,6 +23,10 @@
 //! | `gone` | 410 | – | the session moved past this number while the resend waited |
 //! | `abandoned` | 500 | – | the request's only run failed; it never runs again |
 //! | `response-too-large` | 502 | – | the response is over the response limit; the request is abandoned |
+//! | `bad-idempotency-key` | 400 | – | `Idempotency-Key` empty, over-long, not visible ASCII, a malformed sf-string or given twice; nothing ran |
+//! | `idempotency-key-missing` | 400 | – | no `Idempotency-Key` where the [`IdempotencyLayer`](super::IdempotencyLayer) requires one; nothing ran |
+//! | `idempotency-key-reused` | 422 | – | the key's record was made by a request with another body, query or fingerprinted header; nothing ran, the record is as it was |
+//! | `idempotency-key-in-flight` | 409 | 1 | the key's request is still running (only with [`conflicting_in_flight`](super::IdempotencyLayer::conflicting_in_flight)); send it again later |
 //!
 //! `Retry-After` is on every refusal after which the same request may be sent again and
 //! run, and on no other: a client that honours it never resends what cannot run.

@@ -219,7 +219,7 @@ impl<St: Store> Admission<St> {
 }
 
 /// A request let through without a key: run as it is, its answer not kept.
-async fn pass_through<St, S, Req>(
+pub(crate) async fn pass_through<St, S, Req>(
     store: St,
     _reserved: Reservation,
     mut inner: S,
@@ -234,7 +234,7 @@ where
     Ok(answer)
 }
 
-fn request_error<E>(e: RequestError) -> Error<E> {
+pub(crate) fn request_error<E>(e: RequestError) -> Error<E> {
     match e {
         RequestError::TooLarge { limit } => Error::RequestTooLarge { limit },
         RequestError::OverBudget => Error::OverBudget,
@@ -350,7 +350,7 @@ pub(crate) struct RunToEnd<O: Send + 'static, E: Send + 'static> {
 type BoxedRun<O, E> = Pin<Box<dyn Future<Output = Answer<O, E>> + Send>>;
 
 impl<O: Send + 'static, E: Send + 'static> RunToEnd<O, E> {
-    fn new(run: impl Future<Output = Answer<O, E>> + Send + 'static) -> Self {
+    pub(crate) fn new(run: impl Future<Output = Answer<O, E>> + Send + 'static) -> Self {
         RunToEnd {
             run: Some(Box::pin(run)),
         }
@@ -386,7 +386,7 @@ tokio::task_local! {
 
 /// `wait`'s outcome, or `None` as soon as it is polled in the task of a run whose caller
 /// went away ([`RunToEnd`]'s drop): a copy that only waits has nobody to answer then.
-async fn until_orphaned<F: Future>(wait: F) -> Option<F::Output> {
+pub(crate) async fn until_orphaned<F: Future>(wait: F) -> Option<F::Output> {
     let mut wait = std::pin::pin!(wait);
     std::future::poll_fn(|cx| {
         if ORPHANED.try_with(|_| ()).is_ok() {
@@ -414,7 +414,7 @@ impl<O: Send + 'static, E: Send + 'static> Drop for RunToEnd<O, E> {
 }
 
 /// The reply for a request that is not run here, as the layer's answer.
-fn refused<T, E>(reply: Reply<T>) -> Result<Arc<T>, Error<E>> {
+pub(crate) fn refused<T, E>(reply: Reply<T>) -> Result<Arc<T>, Error<E>> {
     match reply {
         Reply::Send(response) => Ok(response),
         Reply::Nothing(Silence::Stale) => Err(Error::Stale),

@@ -13,6 +13,7 @@ use super::grpc;
 use super::key::SessionId;
 use super::store::{BoxError, CloneStore, HttpStore, Store, StoredResponse};
 use crate::table::{Reservation, SessionTable};
+use bytes::Bytes;
 use http::Request;
 use http_body::Body;
 use std::fmt;
@@ -107,33 +108,11 @@ where
         sessions: &SessionTable<StoredResponse>,
     ) -> impl Future<Output = Result<(Request<A>, Reservation), RequestError>> + Send + 'static
     {
-        let limit = self.request_limit();
-        let (parts, body) = request.into_parts();
-        let announced = content_length(&parts.headers);
-        // Charged as the bytes arrive, never at the announced length: a body that
-        // trickles in holds no more of the budget than has come. Room is made by
-        // evicting sessions without a connection that retain a response.
-        let sessions = sessions.clone();
-        let mut held = sessions.budget().reserve_anyway(0);
         let store = *self;
+        let whole = read_whole(request, self.request_limit(), sessions);
         async move {
-            if announced.is_some_and(|n| n > limit as u64) {
-                return Err(RequestError::TooLarge { limit });
-            }
-            let grow = |n| sessions.admit(&mut held, n, |_| true);
-            let (body, trailers) = match read_charged(body, limit, grow).await {
-                Ok(whole) => whole.into_boxed_parts(),
-                Err(ReadError::TooLarge) => return Err(RequestError::TooLarge { limit }),
-                Err(ReadError::Refused) => return Err(RequestError::OverBudget),
-                Err(ReadError::Body(e)) => return Err(RequestError::Incomplete(e)),
-            };
-            // hyper checks the length itself; this also holds for a body that just ends.
-            if let Some(n) = announced.filter(|&n| n != body.len() as u64) {
-                let e = format!("{} of the announced {n} bytes arrived", body.len());
-                return Err(RequestError::Incomplete(e.into()));
-            }
-            let body = store.body(body, trailers);
-            Ok((Request::from_parts(parts, body), held))
+            let (parts, (body, trailers), held) = whole.await?;
+            Ok((Request::from_parts(parts, store.body(body, trailers)), held))
         }
     }
 
@@ -160,4 +139,49 @@ where
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     let value = headers.get(http::header::CONTENT_LENGTH)?;
     value.to_str().ok()?.parse().ok()
+}
+
+/// A whole body: its bytes and its trailers, if it had any.
+pub(crate) type Whole = (Bytes, Option<Box<http::HeaderMap>>);
+
+/// The head of `request` and its whole body (at most `limit` bytes, checked against its
+/// `content-length`), charged to the budget of `sessions` as its bytes arrive (room is
+/// made by evicting sessions without a connection that retain a response), with the
+/// bytes it holds. The future borrows nothing.
+pub(crate) fn read_whole<B, T: Send + Sync + 'static>(
+    request: Request<B>,
+    limit: usize,
+    sessions: &SessionTable<T>,
+) -> impl Future<Output = Result<(http::request::Parts, Whole, Reservation), RequestError>>
+       + Send
+       + 'static
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = request.into_parts();
+    let announced = content_length(&parts.headers);
+    // Charged as the bytes arrive, never at the announced length: a body that trickles
+    // in holds no more of the budget than has come.
+    let sessions = sessions.clone();
+    let mut held = sessions.budget().reserve_anyway(0);
+    async move {
+        if announced.is_some_and(|n| n > limit as u64) {
+            return Err(RequestError::TooLarge { limit });
+        }
+        let grow = |n| sessions.admit(&mut held, n, |_| true);
+        let (body, trailers) = match read_charged(body, limit, grow).await {
+            Ok(whole) => whole.into_boxed_parts(),
+            Err(ReadError::TooLarge) => return Err(RequestError::TooLarge { limit }),
+            Err(ReadError::Refused) => return Err(RequestError::OverBudget),
+            Err(ReadError::Body(e)) => return Err(RequestError::Incomplete(e)),
+        };
+        // hyper checks the length itself; this also holds for a body that just ends.
+        if let Some(n) = announced.filter(|&n| n != body.len() as u64) {
+            let e = format!("{} of the announced {n} bytes arrived", body.len());
+            return Err(RequestError::Incomplete(e.into()));
+        }
+        Ok((parts, (body, trailers), held))
+    }
 }
