@@ -24,44 +24,20 @@
 mod args;
 #[path = "../examples/support/grpc_notes.rs"]
 mod notes;
+#[path = "peers/rounds.rs"]
+mod rounds;
 
-use args::flag;
 use exactly_once::table::{Budget, TableConfig};
 use exactly_once::tower::{
     ClientConfig, GrpcClientLayer, HttpLayer, REQUEST_HEADER, SESSION_HEADER,
 };
 use notes::{Runs, ECHO};
+use rounds::{End, Settings, GOAL, SKIPPED};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 use tower_layer::Layer;
-
-struct Settings {
-    seconds: f64,
-    rounds: usize,
-    clients: usize,
-    /// Calls per client and round instead of `seconds`.
-    calls: Option<usize>,
-    /// Only the setups whose index is listed (`--only 0,2`).
-    only: Option<Vec<usize>>,
-}
-
-/// When a client stops calling: at an instant, or after a number of calls.
-#[derive(Clone, Copy)]
-enum End {
-    At(Instant),
-    After(usize),
-}
-
-impl End {
-    fn more(self, done: usize) -> bool {
-        match self {
-            End::At(until) => Instant::now() < until,
-            End::After(calls) => done < calls,
-        }
-    }
-}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Setup {
@@ -133,10 +109,7 @@ async fn numbered(addr: SocketAddr, end: End) -> Vec<Duration> {
 /// One round: `clients` tasks for `seconds`; returns calls/s and p99.
 async fn round(setup: Setup, addr: SocketAddr, s: &Settings) -> (f64, Duration) {
     let start = Instant::now();
-    let end = match s.calls {
-        Some(calls) => End::After(calls),
-        None => End::At(start + Duration::from_secs_f64(s.seconds)),
-    };
+    let end = s.end(start);
     let tasks: Vec<_> = (0..s.clients)
         .map(|_| {
             tokio::spawn(async move {
@@ -148,77 +121,33 @@ async fn round(setup: Setup, addr: SocketAddr, s: &Settings) -> (f64, Duration) 
             })
         })
         .collect();
-    let mut latencies = Vec::new();
+    let mut clients = Vec::new();
     for task in tasks {
-        latencies.extend(task.await.unwrap());
+        clients.push(task.await.unwrap());
     }
-    latencies.sort();
-    let p99 = latencies[(latencies.len() - 1) * 99 / 100];
-    let seconds = match s.calls {
-        Some(_) => start.elapsed().as_secs_f64(),
-        None => s.seconds,
-    };
-    (latencies.len() as f64 / seconds, p99)
-}
-
-fn median<T: PartialOrd + Copy>(mut v: Vec<T>) -> T {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
+    s.tally(start, clients)
 }
 
 #[tokio::main]
 async fn main() {
-    let s = Settings {
-        seconds: flag("--seconds", 2.0),
-        rounds: flag("--rounds", 3),
-        clients: flag("--clients", 4),
-        calls: Some(flag("--calls", 0)).filter(|&n| n > 0),
-        only: args::value_of("--only")
-            .map(|list| list.split(',').filter_map(|n| n.parse().ok()).collect()),
-    };
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu = cpu
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .unwrap_or("model name: ?");
-    println!(
-        "{cpu}; {} clients, {} rounds of {} s each",
-        s.clients, s.rounds, s.seconds
-    );
+    let s = Settings::from_args();
     let bare = notes::serve_notes(None, Arc::new(Runs::default())).await;
     let layer = HttpLayer::new(1 << 20, TableConfig::default(), Budget::new(256 << 20));
     let layered = notes::serve_notes(Some(layer), Arc::new(Runs::default())).await;
     let mut rounds: Vec<Vec<(f64, Duration)>> = vec![Vec::new(); SETUPS.len()];
     for _ in 0..s.rounds {
         for (i, (setup, _)) in SETUPS.iter().enumerate() {
-            if s.only.as_ref().is_some_and(|only| !only.contains(&i)) {
-                rounds[i].push((1.0, Duration::ZERO));
+            if s.skips(i) {
+                rounds[i].push(SKIPPED);
                 continue;
             }
             let addr = if *setup == Setup::Bare { bare } else { layered };
             rounds[i].push(round(*setup, addr, &s).await);
         }
     }
-    let summary: Vec<(f64, Duration)> = rounds
-        .iter()
-        .map(|r| {
-            let rate = median(r.iter().map(|r| r.0).collect());
-            let p99 = median(r.iter().map(|r| r.1).collect());
-            (rate, p99)
-        })
-        .collect();
-    let (bare_rate, bare_p99) = summary[0];
-    println!(
-        "{:<30} {:>10} {:>12} {:>16} {:>14}",
-        "setup", "calls/s", "p99", "cost of calls/s", "extra at p99"
-    );
-    for ((_, name), (rate, p99)) in SETUPS.iter().zip(&summary) {
-        let cost = 100.0 * (1.0 - rate / bare_rate);
-        let extra = (p99.as_secs_f64() - bare_p99.as_secs_f64()) * 1e6;
-        println!(
-            "{name:<30} {rate:>10.0} {:>12?} {cost:>15.1}% {extra:>+11.1} us",
-            p99
-        );
-    }
-    println!("costs against the bare setup; goal: the layers cost at most 5% of calls/s and 10 us at p99");
+    let summary = rounds::medians(&rounds);
+    let names: Vec<&str> = SETUPS.iter().map(|(_, name)| *name).collect();
+    rounds::print_header(30);
+    rounds::print_rows(30, &names, &summary, summary[0]);
+    println!("{GOAL}");
 }

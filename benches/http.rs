@@ -30,6 +30,8 @@
 
 #[path = "peers/args.rs"]
 mod args;
+#[path = "peers/rounds.rs"]
+mod rounds;
 
 use args::flag;
 use axum::{routing::post, Router};
@@ -40,34 +42,13 @@ use exactly_once::tower::{
 };
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client as Pool, rt::TokioExecutor};
+use rounds::{End, Settings, GOAL, SKIPPED};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower_layer::Layer;
 use tower_service::Service;
-
-struct Settings {
-    seconds: f64,
-    rounds: usize,
-    clients: usize,
-    /// Calls per client and round instead of `seconds` (`--calls 1000`), for counting
-    /// instructions per call.
-    calls: Option<usize>,
-    /// Only the setups whose index is listed (`--only 0,2`), for profiling one at a time.
-    only: Option<Vec<usize>>,
-}
-
-fn settings() -> Settings {
-    Settings {
-        seconds: flag("--seconds", 2.0),
-        rounds: flag("--rounds", 3),
-        clients: flag("--clients", 4),
-        calls: Some(flag("--calls", 0)).filter(|&n| n > 0),
-        only: args::value_of("--only")
-            .map(|list| list.split(',').filter_map(|n| n.parse().ok()).collect()),
-    }
-}
 
 /// The handler every server runs: counts, and answers with the count; and `/slow`,
 /// which counts its runs in `slow_runs` and answers after 20 ms.
@@ -114,22 +95,6 @@ where
 }
 
 type Body = Full<Bytes>;
-
-/// When a client stops calling: at an instant, or after a number of calls.
-#[derive(Clone, Copy)]
-enum End {
-    At(Instant),
-    After(usize),
-}
-
-impl End {
-    fn more(self, done: usize) -> bool {
-        match self {
-            End::At(until) => Instant::now() < until,
-            End::After(calls) => done < calls,
-        }
-    }
-}
 
 /// Calls back to back with `call` until `end`; returns each call's latency.
 async fn calls_until<S, B>(mut call: S, url: String, end: End) -> Vec<Duration>
@@ -383,10 +348,7 @@ impl<S: Service<R>, R> Service<R> for PassOn<S> {
 async fn round(setup: Setup, addr: SocketAddr, s: &Settings) -> (f64, Duration) {
     let peer = setup == Setup::KeyPeer;
     let start = Instant::now();
-    let end = match s.calls {
-        Some(calls) => End::After(calls),
-        None => End::At(start + Duration::from_secs_f64(s.seconds)),
-    };
+    let end = s.end(start);
     let url = format!("http://{addr}/call");
     let tasks: Vec<_> = (0..s.clients)
         .map(|_| {
@@ -418,36 +380,16 @@ async fn round(setup: Setup, addr: SocketAddr, s: &Settings) -> (f64, Duration) 
             })
         })
         .collect();
-    let mut latencies = Vec::new();
+    let mut clients = Vec::new();
     for task in tasks {
-        latencies.extend(task.await.unwrap());
+        clients.push(task.await.unwrap());
     }
-    latencies.sort();
-    let p99 = latencies[(latencies.len() - 1) * 99 / 100];
-    let seconds = match s.calls {
-        Some(_) => start.elapsed().as_secs_f64(),
-        None => s.seconds,
-    };
-    (latencies.len() as f64 / seconds, p99)
-}
-
-fn median<T: PartialOrd + Copy>(mut v: Vec<T>) -> T {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
+    s.tally(start, clients)
 }
 
 #[tokio::main]
 async fn main() {
-    let s = settings();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu = cpu
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .unwrap_or("model name: ?");
-    println!(
-        "{cpu}; {} clients, {} rounds of {} s each",
-        s.clients, s.rounds, s.seconds
-    );
+    let s = Settings::from_args();
     let none = Arc::<AtomicU64>::default;
     let bare = serve(app(none(), none())).await;
     let empty = serve(app(none(), none()).layer(tower_layer::layer_fn(PassOn))).await;
@@ -467,8 +409,8 @@ async fn main() {
     let mut rounds: Vec<Vec<(f64, Duration)>> = vec![Vec::new(); SETUPS.len()];
     for _ in 0..s.rounds {
         for (i, (setup, _)) in SETUPS.iter().enumerate() {
-            if s.only.as_ref().is_some_and(|only| !only.contains(&i)) {
-                rounds[i].push((1.0, Duration::ZERO));
+            if s.skips(i) {
+                rounds[i].push(SKIPPED);
                 continue;
             }
             let addr = match setup {
@@ -485,33 +427,15 @@ async fn main() {
             rounds[i].push(round(*setup, addr, &s).await);
         }
     }
-    let summary: Vec<(f64, Duration)> = rounds
-        .iter()
-        .map(|r| {
-            let rate = median(r.iter().map(|r| r.0).collect());
-            let p99 = median(r.iter().map(|r| r.1).collect());
-            (rate, p99)
-        })
-        .collect();
-    println!(
-        "{:<32} {:>10} {:>12} {:>16} {:>14}",
-        "setup", "calls/s", "p99", "cost of calls/s", "extra at p99"
-    );
-    let table = |setups: &[(Setup, &str)], summary: &[(f64, Duration)]| {
-        let (bare_rate, bare_p99) = summary[if setups[0].0 == Setup::Plain { 1 } else { 0 }];
-        for ((_, name), (rate, p99)) in setups.iter().zip(summary) {
-            let cost = 100.0 * (1.0 - rate / bare_rate);
-            let extra = (p99.as_secs_f64() - bare_p99.as_secs_f64()) * 1e6;
-            println!(
-                "{name:<32} {rate:>10.0} {:>12?} {cost:>15.1}% {extra:>+11.1} us",
-                p99
-            );
-        }
-    };
-    table(&SETUPS[..KEY_SETUPS], &summary[..KEY_SETUPS]);
-    println!("costs against the bare setup; goal: the layers cost at most 5% of calls/s and 10 us at p99");
+    let summary = rounds::medians(&rounds);
+    let names: Vec<&str> = SETUPS.iter().map(|(_, name)| *name).collect();
+    rounds::print_header(32);
+    // Against the bare setup sent the same headers (index 1: `plain` sends none).
+    let k = KEY_SETUPS;
+    rounds::print_rows(32, &names[..k], &summary[..k], summary[1]);
+    println!("{GOAL}");
     println!();
-    table(&SETUPS[KEY_SETUPS..], &summary[KEY_SETUPS..]);
+    rounds::print_rows(32, &names[k..], &summary[k..], summary[k]);
     println!(
         "costs against the bare server sent the same Idempotency-Key header (a new key each call)"
     );

@@ -1,5 +1,6 @@
 //! The `--name value` flags of the bench binaries that read their own arguments
-//! (`handoff_rounds`, `http`); `http` includes this file alone, by `#[path]`.
+//! (`handoff_rounds`, `http`, `grpc`); `http` and `grpc` include it by `#[path]`, with
+//! `rounds.rs`.
 
 use std::str::FromStr;
 
