@@ -11,7 +11,7 @@ use exactly_once::tower::{Client, ClientConfig};
 use exactly_once_postgres::{pool, DurableLayer, PgStore, RunKey, RunTransaction};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client as Pool, rt::TokioExecutor};
-use support::cut::{CommitCutter, Cut};
+use support::cut::Cut;
 use support::Db;
 use tower_service::Service;
 
@@ -35,17 +35,9 @@ async fn the_core_client_resends_through_a_lost_commit_answer_to_the_replay() {
     let Some(db) = Db::start("the_core_client_resends_through_a_lost_commit_answer").await else {
         return;
     };
-    let Some(socket_dir) = db.pg.socket_dir() else {
-        eprintln!("SKIPPED: the proxy needs the test's own server (not DATABASE_URL's)");
+    let Some((cutter, through)) = db.through_commit_cutter().await else {
         return;
     };
-    let cutter = CommitCutter::start(socket_dir).await;
-    let mut through = tokio_postgres::Config::new();
-    through
-        .host("127.0.0.1")
-        .port(cutter.port)
-        .user("postgres")
-        .dbname(db.config.get_dbname().unwrap());
     let store = PgStore::new(pool(through, 4), Default::default());
     let app = Router::new()
         .route("/insert", post(insert))

@@ -94,10 +94,7 @@ async fn a_backend_killed_between_the_write_and_commit_leaves_no_write_and_the_r
     let a = db.replica();
     let session = a.create().await;
     let (pid, go) = a.hooks.pause_next();
-    let first = tokio::spawn({
-        let (a, session) = (a.clone(), session.clone());
-        async move { a.call(&session, 1, "x").await }
-    });
+    let first = a.spawn_call(&session, 1, "x");
     // The run has written its row and waits before its COMMIT: its backend dies.
     let pid = pid.await.unwrap();
     let admin = support::connect(&db.config).await;
@@ -140,10 +137,7 @@ async fn a_database_restart_during_a_run_answers_503_and_the_resend_runs_once() 
     let session = a.create().await;
     assert_eq!(a.call(&session, 1, "x").await.status, StatusCode::OK);
     let (pid, go) = a.hooks.pause_next();
-    let second = tokio::spawn({
-        let (a, session) = (a.clone(), session.clone());
-        async move { a.call(&session, 2, "y").await }
-    });
+    let second = a.spawn_call(&session, 2, "y");
     pid.await.unwrap();
     let pg = std::sync::Arc::clone(&db.pg);
     tokio::task::spawn_blocking(move || pg.restart())
@@ -179,10 +173,7 @@ async fn sixty_four_copies_over_three_replicas_run_once_and_answer_alike() {
     // The first copy on replica 0 holds the row while the others arrive.
     let (pid, go) = replicas[0].hooks.pause_next();
     let mut copies = Vec::new();
-    copies.push(tokio::spawn({
-        let (r, s) = (replicas[0].clone(), session.clone());
-        async move { r.call(&s, 1, "x").await }
-    }));
+    copies.push(replicas[0].spawn_call(&session, 1, "x"));
     pid.await.unwrap();
     for i in 1..64 {
         let (r, s) = (replicas[i % 3].clone(), session.clone());
@@ -272,10 +263,7 @@ async fn a_busy_session_is_refused_in_the_process_that_runs_it() {
     let a = db.replica();
     let session = a.create().await;
     let (pid, go) = a.hooks.pause_next();
-    let first = tokio::spawn({
-        let (a, session) = (a.clone(), session.clone());
-        async move { a.call(&session, 1, "x").await }
-    });
+    let first = a.spawn_call(&session, 1, "x");
     pid.await.unwrap();
     let before = a.store.counters();
     let busy = a.call(&session, 2, "y").await;
@@ -293,21 +281,13 @@ async fn a_busy_session_is_refused_in_the_process_that_runs_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_cut_during_commit_answers_503_and_the_resend_replays_or_runs_once() {
-    use support::cut::{CommitCutter, Cut};
+    use support::cut::Cut;
     let Some(db) = Db::start("a_connection_cut_during_commit").await else {
         return;
     };
-    let Some(socket_dir) = db.pg.socket_dir() else {
-        eprintln!("SKIPPED: the proxy needs the test's own server (not DATABASE_URL's)");
+    let Some((cutter, through)) = db.through_commit_cutter().await else {
         return;
     };
-    let cutter = CommitCutter::start(socket_dir).await;
-    let mut through = tokio_postgres::Config::new();
-    through
-        .host("127.0.0.1")
-        .port(cutter.port)
-        .user("postgres")
-        .dbname(db.config.get_dbname().unwrap());
     let a = support::Replica::on(through, Default::default());
     let session = a.create().await;
 

@@ -93,10 +93,7 @@ async fn idle_sessions_expire_by_the_sweep_and_a_running_one_does_not() {
 
     let running = patient.create().await;
     let (pid, go) = patient.hooks.pause_next();
-    let run = tokio::spawn({
-        let (patient, running) = (patient.clone(), running.clone());
-        async move { patient.call(&running, 1, "x").await }
-    });
+    let run = patient.spawn_call(&running, 1, "x");
     pid.await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(

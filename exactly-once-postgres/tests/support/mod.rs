@@ -58,6 +58,26 @@ impl Db {
     pub fn replica(&self) -> Replica {
         Replica::on(self.config.clone(), StoreConfig::default())
     }
+
+    /// A [`cut::CommitCutter`] in front of the test's own server and the connection
+    /// settings that go through it; `None` (after a SKIPPED line) on `DATABASE_URL`'s
+    /// server, whose socket the proxy cannot reach.
+    pub async fn through_commit_cutter(
+        &self,
+    ) -> Option<(cut::CommitCutter, tokio_postgres::Config)> {
+        let Some(socket_dir) = self.pg.socket_dir() else {
+            eprintln!("SKIPPED: the proxy needs the test's own server (not DATABASE_URL's)");
+            return None;
+        };
+        let cutter = cut::CommitCutter::start(socket_dir).await;
+        let mut through = tokio_postgres::Config::new();
+        through
+            .host("127.0.0.1")
+            .port(cutter.port)
+            .user("postgres")
+            .dbname(self.config.get_dbname().unwrap());
+        Some((cutter, through))
+    }
 }
 
 pub async fn connect(config: &tokio_postgres::Config) -> tokio_postgres::Client {
@@ -175,6 +195,17 @@ impl Replica {
             .body(http_body_util::Full::new(Bytes::from(body.to_owned())))
             .unwrap();
         Answer::of(self.service.clone().oneshot(request).await.unwrap()).await
+    }
+
+    /// [`call`](Self::call) in a task of its own, for a call that will be paused.
+    pub fn spawn_call(
+        &self,
+        session: &str,
+        number: u64,
+        body: &str,
+    ) -> tokio::task::JoinHandle<Answer> {
+        let (replica, session, body) = (self.clone(), session.to_owned(), body.to_owned());
+        tokio::spawn(async move { replica.call(&session, number, &body).await })
     }
 
     /// Call `number` of `session` with `body`.
