@@ -27,7 +27,7 @@ use axum::routing::post;
 use axum::Router;
 use deadpool_postgres::{ClientWrapper, Pool};
 use exactly_once::tower::{REQUEST_HEADER, SESSION_HEADER};
-use exactly_once_postgres::testing::TestPostgres;
+use exactly_once_postgres::testing::{self, TestPostgres};
 use exactly_once_postgres::{migrate, pool, DurableLayer, PgStore, RunKey, RunTransaction};
 use http::{HeaderMap, Request, StatusCode};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -327,17 +327,8 @@ impl Bench {
         if !self.server_counts {
             return None;
         }
-        let row = self
-            .admin
-            .query_one(
-                "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements
-                 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-                   AND query NOT LIKE '%pg_stat_statements%'",
-                &[],
-            )
-            .await
-            .expect("read pg_stat_statements");
-        Some(row.get::<_, i64>(0) as u64)
+        let statements = testing::server_statements(&self.admin).await;
+        Some(statements.expect("read pg_stat_statements"))
     }
 
     /// What `copies` copies of one new number of one session cost, sent at once and then

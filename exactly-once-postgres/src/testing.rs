@@ -178,6 +178,23 @@ impl TestPostgres {
     }
 }
 
+/// Statements the server ran in `client`'s database since `pg_stat_statements` was last
+/// reset, less the counting's own (needs [`TestPostgres::counts_statements`] and the
+/// extension created in that database).
+pub async fn server_statements(
+    client: &tokio_postgres::Client,
+) -> Result<u64, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND query NOT LIKE '%pg_stat_statements%'",
+            &[],
+        )
+        .await?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
 impl Owned {
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")

@@ -8,6 +8,7 @@ use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
 use exactly_once::tower::{REQUEST_HEADER, SESSION_HEADER};
+use exactly_once_postgres::testing::server_statements;
 use exactly_once_postgres::{pool, DurableLayer, PgStore, RunKey, RunTransaction};
 use http::{Request, StatusCode};
 use support::{connect, Db};
@@ -34,20 +35,6 @@ async fn insert_bare(client: &mut tokio_postgres::Client, key: &str) {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-}
-
-/// Statements the server ran in this database since the last reset, less the counting.
-async fn server_statements(admin: &tokio_postgres::Client) -> i64 {
-    admin
-        .query_one(
-            "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements
-             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-               AND query NOT LIKE '%pg_stat_statements%'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0)
 }
 
 const CALLS: u64 = 20;
@@ -107,7 +94,7 @@ async fn a_call_costs_the_round_trips_of_a_bare_handler_and_a_duplicate_in_proce
         insert_bare(&mut bare, &format!("bare-{n}")).await;
     }
     let bare_statements = if server_counts {
-        server_statements(&admin).await
+        server_statements(&admin).await.unwrap() as i64
     } else {
         3 * CALLS as i64
     };
@@ -143,7 +130,7 @@ async fn a_call_costs_the_round_trips_of_a_bare_handler_and_a_duplicate_in_proce
     );
     if server_counts {
         assert_eq!(
-            server_statements(&admin).await,
+            server_statements(&admin).await.unwrap() as i64,
             statements,
             "the server counts the same"
         );
